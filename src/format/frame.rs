@@ -233,3 +233,12 @@ pub fn decode_frame(bytes: &[u8], salt: u64) -> Result<DecodedFrame<'_>, FrameEr
 pub fn peek_lsn(bytes: &[u8]) -> Option<u64> {
     (bytes.len() >= FRAME_HEADER_BYTES).then(|| read_u64(bytes, OFF_LSN))
 }
+
+/// The length a would-be frame at the start of `bytes` claims, from its header alone and
+/// without validating anything; `None` if fewer than [`FRAME_HEADER_BYTES`] bytes remain.
+/// Readers use it to know how many bytes to fetch before [`decode_frame`].
+pub fn peek_frame_len(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..FRAME_HEADER_BYTES)?;
+    let has_id = header[OFF_FLAGS] & FLAG_CORRELATION_ID != 0;
+    Some(frame_len(read_u32(header, OFF_LEN) as usize, has_id))
+}

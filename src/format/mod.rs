@@ -7,7 +7,7 @@ mod frame;
 mod header;
 
 pub use frame::{
-    decode_frame, encode_frame, frame_len, peek_lsn, DecodedFrame, FrameError, PartialFrame,
+    decode_frame, encode_frame, frame_len, peek_frame_len, peek_lsn, DecodedFrame, FrameError, PartialFrame,
     CORRELATION_ID_BYTES, FLAG_CORRELATION_ID, FRAME_HEADER_BYTES, FRAME_OVERHEAD_MAX,
     PAYLOAD_BYTES_FORMAT_MAX,
 };

@@ -1,0 +1,845 @@
+//! Group commit: many writers, one sequential write and one `fdatasync` per group.
+//!
+//! A writer checksums its record, takes the state lock only to get an LSN and copy its frame
+//! into the *open* group, and sleeps on that group's completion word. One thread at a time
+//! is the *leader*: it takes the open group (a fresh one opens at once for newcomers),
+//! releases the lock, writes the group with one positioned write, `fdatasync`s it if any
+//! record asked for `Sync`, and wakes the whole group with one futex call. The lock is never
+//! held across the write or the sync; there is one sync stream.
+//!
+//! Leadership passes without a thundering herd: the first writer to join the open group
+//! while a leader is busy becomes the *designated* next leader and sleeps on its own word;
+//! the finishing leader wakes only that thread. A lone writer finds no leader and leads its
+//! own group at once: its latency is one write plus one `fdatasync`. If the open group has
+//! waiters but no designated leader (its first members were a batch or a submit), the
+//! finishing leader simply leads again.
+//!
+//! The background thread makes `Buffer` and `Flush` records durable every `sync_interval`
+//! (+ jitter), leads for `submit` callers (who never block), and asks a busy leader to keep
+//! going (`flush_requested`) when it finds one.
+//!
+//! Failure is fail-stop: a failed write or sync poisons the state, fails the group being
+//! written (outcome unknown) and the open group (poisoned), and wakes everyone.
+
+use crate::error::{Error, Result};
+use crate::format::{PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
+use crate::stats::{Counter, Histogram};
+use crate::wal::record::{Durability, GroupEvent, Receipt};
+use crate::wal::segment::{create_segment, Segment};
+use crate::wal::WalOptions;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A group whose first submission is at most this many bytes takes at most this many more:
+/// a small writer never waits behind a huge record that happened to arrive after it
+/// (RocksDB's rule for its write groups).
+pub(crate) const SMALL_LEADER_BYTES: usize = 128 << 10;
+
+const PENDING: u32 = 0;
+const DONE: u32 = 1;
+const FAILED: u32 = 2;
+
+/// Why a group failed.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// Its write or sync failed: its records may or may not be on disk.
+    Unknown {
+        kind: io::ErrorKind,
+        message: String,
+    },
+    /// It was never written because the log was poisoned (or closed) first.
+    Refused(RefusalKind),
+}
+
+#[derive(Clone, Debug)]
+enum RefusalKind {
+    Poisoned(String),
+    Closed,
+}
+
+impl RefusalKind {
+    fn error(&self) -> Error {
+        match self {
+            RefusalKind::Poisoned(reason) => Error::Poisoned {
+                reason: reason.clone(),
+            },
+            RefusalKind::Closed => Error::Closed,
+        }
+    }
+}
+
+/// One group's completion, shared by its writers.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub id: u64,
+    records: AtomicU32,
+    /// Futex word: PENDING, DONE or FAILED.
+    status: AtomicU32,
+    /// Futex word of the designated next leader: 0 wait, 1 lead.
+    lead: AtomicU32,
+    failure: OnceLock<Failure>,
+}
+
+impl Group {
+    fn new(id: u64) -> Arc<Group> {
+        Arc::new(Group {
+            id,
+            records: AtomicU32::new(0),
+            status: AtomicU32::new(PENDING),
+            lead: AtomicU32::new(0),
+            failure: OnceLock::new(),
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.status.load(Ordering::Acquire) != PENDING
+    }
+
+    /// Sleeps until the group is done; false if `timeout` passed first.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+                None => None,
+            };
+            futex_wait(&self.status, PENDING, left);
+        }
+    }
+
+    /// The outcome for the record `lsn` of this (finished) group.
+    pub fn receipt(&self, lsn: u64, durability: Durability) -> Result<Receipt> {
+        debug_assert!(self.is_done());
+        match self.failure.get() {
+            None => Ok(Receipt {
+                lsn,
+                group_id: self.id,
+                group_records: self.records.load(Ordering::Relaxed),
+                durability,
+            }),
+            Some(Failure::Unknown { kind, message }) => Err(Error::OutcomeUnknown {
+                group_id: self.id,
+                kind: *kind,
+                message: message.clone(),
+            }),
+            Some(Failure::Refused(r)) => Err(r.error()),
+        }
+    }
+
+    fn finish(&self, failure: Option<Failure>) {
+        let status = match failure {
+            Some(f) => {
+                let _ = self.failure.set(f);
+                FAILED
+            }
+            None => DONE,
+        };
+        self.status.store(status, Ordering::Release);
+        futex_wake_all(&self.status);
+        // A designated leader sleeps on its own word; let it see the outcome.
+        if self.lead.load(Ordering::Relaxed) == 0 {
+            self.lead.store(1, Ordering::Release);
+            futex_wake_all(&self.lead);
+        }
+    }
+
+    /// Designated leader: sleeps until told to lead (true) or the group is done (false).
+    fn wait_for_lead(&self) -> bool {
+        loop {
+            if self.is_done() {
+                return false;
+            }
+            if self.lead.load(Ordering::Acquire) != 0 {
+                return !self.is_done();
+            }
+            futex_wait(&self.lead, 0, None);
+        }
+    }
+}
+
+/// The group that is accepting records.
+struct OpenGroup {
+    group: Arc<Group>,
+    buf: Vec<u8>,
+    first_lsn: u64,
+    records: u32,
+    /// Some record asked for `Sync`.
+    needs_sync: bool,
+    /// Someone waits for the result (a `Sync` or `Flush` record, or a `sync()` call).
+    has_waiters: bool,
+    /// A writer sleeps as the designated leader of this group.
+    leader_claimed: bool,
+    /// Bytes of the group's first submission, for the small-leader rule.
+    first_unit_bytes: usize,
+}
+
+impl OpenGroup {
+    fn new(id: u64, buf: Vec<u8>, first_lsn: u64) -> OpenGroup {
+        debug_assert!(buf.is_empty());
+        OpenGroup {
+            group: Group::new(id),
+            buf,
+            first_lsn,
+            records: 0,
+            needs_sync: false,
+            has_waiters: false,
+            leader_claimed: false,
+            first_unit_bytes: 0,
+        }
+    }
+}
+
+/// Online least-squares fit of `time = fixed + bytes * per_byte` over recent groups, with
+/// exponential forgetting, to predict how long a group of a given size holds the sync stream.
+#[derive(Debug)]
+struct CostModel {
+    n: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl CostModel {
+    const DECAY: f64 = 0.98;
+    /// Before any measurement: 1 ms fixed, 1 ns per byte (1 GB/s).
+    const PRIOR_FIXED_NS: f64 = 1_000_000.0;
+    const PRIOR_NS_PER_BYTE: f64 = 1.0;
+
+    fn new() -> Self {
+        CostModel {
+            n: 0.0,
+            sx: 0.0,
+            sy: 0.0,
+            sxx: 0.0,
+            sxy: 0.0,
+        }
+    }
+
+    fn observe(&mut self, bytes: usize, ns: u64) {
+        let (x, y) = (bytes as f64, ns as f64);
+        self.n = self.n * Self::DECAY + 1.0;
+        self.sx = self.sx * Self::DECAY + x;
+        self.sy = self.sy * Self::DECAY + y;
+        self.sxx = self.sxx * Self::DECAY + x * x;
+        self.sxy = self.sxy * Self::DECAY + x * y;
+    }
+
+    /// Predicted hold time in nanoseconds for a group of `bytes`.
+    fn predict_ns(&self, bytes: usize) -> f64 {
+        if self.n < 2.0 {
+            return Self::PRIOR_FIXED_NS + bytes as f64 * Self::PRIOR_NS_PER_BYTE;
+        }
+        let mean_x = self.sx / self.n;
+        let mean_y = self.sy / self.n;
+        let var_x = self.sxx / self.n - mean_x * mean_x;
+        // With groups of (nearly) one size the slope is unknowable: keep the prior's.
+        let slope = if var_x > 1.0 {
+            ((self.sxy / self.n - mean_x * mean_y) / var_x).max(0.0)
+        } else {
+            Self::PRIOR_NS_PER_BYTE
+        };
+        let fixed = (mean_y - slope * mean_x).max(0.0);
+        fixed + slope * bytes as f64
+    }
+}
+
+/// Everything the write path shares.
+pub(crate) struct State {
+    next_lsn: u64,
+    open: OpenGroup,
+    leader_active: bool,
+    rotating: bool,
+    active: Arc<Segment>,
+    next_segment_seq: u64,
+    /// Where the open group will be written in the active segment.
+    tail: u64,
+    written_lsn: u64,
+    durable_lsn: u64,
+    refusal: Option<RefusalKind>,
+    next_group_id: u64,
+    /// The background thread wants the next leader cycle to sync, even for a buffer-only
+    /// group or no group at all.
+    flush_requested: bool,
+    /// A `submit` left a group without a leader; the background thread should lead.
+    kick: bool,
+    /// Set when the background thread must exit.
+    stop: bool,
+    spare: Vec<Vec<u8>>,
+    space_waiters: usize,
+    cost: CostModel,
+    rng: fastrand::Rng,
+}
+
+/// Statistics of the write path.
+#[derive(Debug, Default)]
+pub(crate) struct CommitStats {
+    pub records: Counter,
+    pub bytes: Counter,
+    pub groups: Counter,
+    pub syncs: Counter,
+    pub failed_groups: Counter,
+    pub rejected: Counter,
+    pub group_records: Histogram,
+    pub group_bytes: Histogram,
+    pub write_ns: Histogram,
+    pub sync_ns: Histogram,
+    pub hold_ns: Histogram,
+    pub commit_ns: Histogram,
+}
+
+/// The write path of an open, writable log.
+pub(crate) struct Commit {
+    pub dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
+    pub opts: WalOptions,
+    state: Mutex<State>,
+    space_cv: Condvar,
+    background_cv: Condvar,
+    pub durable_lsn: AtomicU64,
+    pub written_lsn: AtomicU64,
+    /// Writers inside an append (for `commit_siblings`).
+    active_writers: AtomicUsize,
+    pub segments: RwLock<Vec<Arc<Segment>>>,
+    pub stats: CommitStats,
+}
+
+/// Who leads when a submission needs a leader and none is active.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeadMode {
+    /// The calling thread leads (blocking calls).
+    Inline,
+    /// The background thread leads (`submit`, which never blocks on IO).
+    Background,
+}
+
+/// One record joined to a group.
+pub(crate) struct Joined {
+    pub index: usize,
+    pub lsn: u64,
+    pub group: Arc<Group>,
+    /// Records in the group when this one joined (for `Buffer` receipts).
+    pub records_at_join: u32,
+}
+
+impl Commit {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        opts: WalOptions,
+        segments: Vec<Arc<Segment>>,
+        tail: u64,
+        next_lsn: u64,
+        next_segment_seq: u64,
+    ) -> Commit {
+        let active = segments.last().expect("a writable log has an active segment").clone();
+        let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
+        let last = next_lsn - 1;
+        Commit {
+            dir,
+            storage,
+            state: Mutex::new(State {
+                next_lsn,
+                open: OpenGroup::new(1, Vec::with_capacity(opts.group_bytes_max), next_lsn),
+                leader_active: false,
+                rotating: false,
+                active,
+                next_segment_seq,
+                tail,
+                written_lsn: last,
+                durable_lsn: last,
+                refusal: None,
+                next_group_id: 2,
+                flush_requested: false,
+                kick: false,
+                stop: false,
+                spare: vec![Vec::with_capacity(opts.group_bytes_max)],
+                space_waiters: 0,
+                cost: CostModel::new(),
+                rng: fastrand::Rng::with_seed(seed),
+            }),
+            opts,
+            space_cv: Condvar::new(),
+            background_cv: Condvar::new(),
+            durable_lsn: AtomicU64::new(last),
+            written_lsn: AtomicU64::new(last),
+            active_writers: AtomicUsize::new(0),
+            segments: RwLock::new(segments),
+            stats: CommitStats::default(),
+        }
+    }
+
+    /// The next LSN to be assigned.
+    pub fn next_lsn(&self) -> u64 {
+        self.state.lock().next_lsn
+    }
+
+    /// Snapshot for readers: the segments and the LSN and offset written so far.
+    pub fn read_snapshot(&self) -> (Vec<Arc<Segment>>, u64) {
+        // Lock order: state, then segments (rotation pushes under both).
+        let st = self.state.lock();
+        let written = st.written_lsn;
+        (self.segments.read().clone(), written)
+    }
+
+    /// Whether `frame_len` more bytes may join the open group.
+    fn fits(&self, st: &State, frame_len: usize) -> bool {
+        let open = &st.open;
+        let end = st.tail + (open.buf.len() + frame_len) as u64;
+        if end > self.opts.segment_bytes {
+            return false;
+        }
+        if open.records == 0 {
+            return true;
+        }
+        let bytes = open.buf.len() + frame_len;
+        (open.records as usize) < self.opts.group_records_max
+            && bytes <= self.opts.group_bytes_max
+            && (open.first_unit_bytes > SMALL_LEADER_BYTES
+                || bytes <= open.first_unit_bytes + SMALL_LEADER_BYTES)
+            && st.cost.predict_ns(bytes) <= self.opts.lock_hold_max.as_nanos() as f64
+    }
+
+    /// Joins `frames` (already validated) to groups, in order, calling `on_join` for each,
+    /// and makes sure each group that has waiters gets a leader. Returns how many joined and
+    /// the error that stopped the rest, if any.
+    pub fn join(
+        &self,
+        frames: &[PartialFrame<'_>],
+        indices: &[usize],
+        durability: Durability,
+        lead_mode: LeadMode,
+        mut on_join: impl FnMut(Joined),
+    ) -> Option<Error> {
+        let n = frames.len();
+        let mut remaining_bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let mut i = 0;
+        let mut st = self.state.lock();
+        while i < n {
+            if let Some(r) = &st.refusal {
+                return Some(r.error());
+            }
+            if st.rotating {
+                self.wait_space(&mut st);
+                continue;
+            }
+            if !self.fits(&st, frames[i].len()) {
+                if st.leader_active {
+                    self.wait_space(&mut st);
+                    continue;
+                }
+                if st.open.records > 0 && lead_mode == LeadMode::Background {
+                    // A full group nobody leads, and this caller must not block on IO:
+                    // hand it to the background thread and wait for room.
+                    st.kick = true;
+                    self.background_cv.notify_one();
+                    self.wait_space(&mut st);
+                    continue;
+                }
+                if st.open.records > 0 {
+                    // A full group with nobody leading it (buffer-only): write it first.
+                    st.leader_active = true;
+                    self.lead(&mut st, true);
+                } else if let Err(e) = self.rotate(&mut st) {
+                    return Some(e);
+                }
+                continue;
+            }
+            if st.open.records == 0 {
+                st.open.first_unit_bytes = remaining_bytes;
+                st.open.first_lsn = st.next_lsn;
+            }
+            let salt = st.active.header.salt;
+            loop {
+                let lsn = st.next_lsn;
+                st.next_lsn += 1;
+                let frame = &frames[i];
+                frame.finish_into(lsn, salt, &mut st.open.buf);
+                st.open.records += 1;
+                remaining_bytes -= frame.len();
+                on_join(Joined {
+                    index: indices[i],
+                    lsn,
+                    group: st.open.group.clone(),
+                    records_at_join: st.open.records,
+                });
+                i += 1;
+                if i == n || !self.fits(&st, frames[i].len()) {
+                    break;
+                }
+            }
+            if durability != Durability::Buffer {
+                st.open.has_waiters = true;
+                st.open.needs_sync |= durability == Durability::Sync;
+            }
+        }
+        if durability == Durability::Buffer {
+            return None;
+        }
+        if !st.leader_active {
+            match lead_mode {
+                LeadMode::Inline => {
+                    st.leader_active = true;
+                    self.lead(&mut st, false);
+                }
+                LeadMode::Background => {
+                    st.kick = true;
+                    self.background_cv.notify_one();
+                }
+            }
+        } else if lead_mode == LeadMode::Inline && !st.open.leader_claimed && st.open.records > 0
+        {
+            // Become the designated next leader of the group we are in.
+            st.open.leader_claimed = true;
+            let group = st.open.group.clone();
+            drop(st);
+            if group.wait_for_lead() {
+                let mut st = self.state.lock();
+                self.lead(&mut st, false);
+            }
+        }
+        None
+    }
+
+    /// Waits until the open group is taken, a leader finishes, or rotation ends.
+    fn wait_space(&self, st: &mut MutexGuard<'_, State>) {
+        st.space_waiters += 1;
+        self.space_cv.wait(st);
+        st.space_waiters -= 1;
+    }
+
+    /// Whether `try_submit` would have to wait for room.
+    pub fn would_block(&self, frame_len: usize) -> bool {
+        let st = self.state.lock();
+        st.rotating || (st.leader_active && !self.fits(&st, frame_len))
+    }
+
+    /// The leader loop. Called with `leader_active` set by the caller; returns with it clear
+    /// or handed to a designated leader. `force` makes the first cycle run (and sync) even
+    /// for a buffer-only group or no group at all.
+    fn lead(&self, st: &mut MutexGuard<'_, State>, mut force: bool) {
+        debug_assert!(st.leader_active);
+        loop {
+            force |= std::mem::take(&mut st.flush_requested);
+            let unsynced = st.written_lsn > st.durable_lsn;
+            let run = (st.open.records > 0 && (st.open.has_waiters || force))
+                || (force && unsynced);
+            if !run {
+                st.leader_active = false;
+                if st.space_waiters > 0 {
+                    self.space_cv.notify_all();
+                }
+                return;
+            }
+            if let Some(delay) = self.opts.commit_delay {
+                if self.active_writers.load(Ordering::Relaxed) >= self.opts.commit_siblings {
+                    MutexGuard::unlocked(st, || std::thread::sleep(delay));
+                }
+            }
+            self.run_group(st, force);
+            force = false;
+            if st.refusal.is_some() {
+                st.leader_active = false;
+                self.space_cv.notify_all();
+                return;
+            }
+            if st.open.records > 0 && st.open.has_waiters && st.open.leader_claimed {
+                // Hand over to the designated leader, which is asleep on its own word.
+                st.open.group.lead.store(1, Ordering::Release);
+                futex_wake_one(&st.open.group.lead);
+                return;
+            }
+        }
+    }
+
+    /// One leader cycle: take the open group, write it and sync it outside the lock, wake
+    /// its writers.
+    fn run_group(&self, st: &mut MutexGuard<'_, State>, force_sync: bool) {
+        let spare = st.spare.pop().unwrap_or_default();
+        let id = st.next_group_id;
+        st.next_group_id += 1;
+        let next_lsn = st.next_lsn;
+        let open = std::mem::replace(&mut st.open, OpenGroup::new(id, spare, next_lsn));
+        let records = open.records;
+        open.group.records.store(records, Ordering::Relaxed);
+        let offset = st.tail;
+        st.tail += open.buf.len() as u64;
+        let segment = st.active.clone();
+        let sync = open.needs_sync || force_sync;
+        let (first_lsn, last_lsn) = if records > 0 {
+            (open.first_lsn, open.first_lsn + records as u64 - 1)
+        } else {
+            (st.durable_lsn + 1, st.written_lsn)
+        };
+        if st.space_waiters > 0 {
+            self.space_cv.notify_all();
+        }
+        let group = open.group;
+        let mut buf = open.buf;
+        let bytes = buf.len();
+
+        let (result, write_time, sync_time) = MutexGuard::unlocked(st, || {
+            let t0 = Instant::now();
+            let mut result = if bytes > 0 {
+                segment.file.write_all_at(&buf, offset)
+            } else {
+                Ok(())
+            };
+            let t1 = Instant::now();
+            if result.is_ok() && sync {
+                result = segment.file.sync_data();
+                self.stats.syncs.add(1);
+            }
+            let t2 = Instant::now();
+            if result.is_ok() {
+                // Publish before waking: a woken writer may read durable_lsn at once.
+                self.written_lsn.fetch_max(last_lsn, Ordering::Release);
+                if sync {
+                    self.durable_lsn.fetch_max(last_lsn, Ordering::Release);
+                }
+                group.finish(None);
+            }
+            (result, t1 - t0, t2 - t1)
+        });
+
+        buf.clear();
+        st.spare.push(buf);
+        let hold = write_time + sync_time;
+        self.stats.groups.add(1);
+        self.stats.group_records.record(records as u64);
+        self.stats.group_bytes.record(bytes as u64);
+        self.stats.write_ns.record(write_time.as_nanos() as u64);
+        if sync {
+            self.stats.sync_ns.record(sync_time.as_nanos() as u64);
+        }
+        self.stats.hold_ns.record(hold.as_nanos() as u64);
+        let error = match result {
+            Ok(()) => {
+                st.written_lsn = last_lsn.max(st.written_lsn);
+                if sync {
+                    st.durable_lsn = st.written_lsn;
+                }
+                if bytes > 0 && sync {
+                    st.cost.observe(bytes, hold.as_nanos() as u64);
+                }
+                self.stats.records.add(records as u64);
+                self.stats.bytes.add(bytes as u64);
+                None
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.poison(st, format!("group {id} failed: {message}"));
+                self.stats.failed_groups.add(1);
+                group.finish(Some(Failure::Unknown {
+                    kind: e.kind(),
+                    message: message.clone(),
+                }));
+                Some(message)
+            }
+        };
+        if let Some(listener) = &self.opts.listener {
+            let event = GroupEvent {
+                group_id: id,
+                first_lsn,
+                last_lsn,
+                records,
+                bytes: bytes as u64,
+                synced: sync,
+                write_time,
+                sync_time,
+                error,
+            };
+            MutexGuard::unlocked(st, || listener.on_group(&event));
+        }
+    }
+
+    /// Refuses all further work and fails the open group. Everyone waiting is woken.
+    fn poison(&self, st: &mut State, reason: String) {
+        if st.refusal.is_none() {
+            st.refusal = Some(RefusalKind::Poisoned(reason));
+        }
+        self.fail_open_group(st);
+    }
+
+    fn fail_open_group(&self, st: &mut State) {
+        let refusal = st.refusal.clone().expect("called once refused");
+        if st.open.records > 0 || st.open.has_waiters {
+            let id = st.next_group_id;
+            st.next_group_id += 1;
+            let next_lsn = st.next_lsn;
+            let spare = st.spare.pop().unwrap_or_default();
+            let mut open = std::mem::replace(&mut st.open, OpenGroup::new(id, spare, next_lsn));
+            open.group.finish(Some(Failure::Refused(refusal)));
+            open.buf.clear();
+            st.spare.push(open.buf);
+        }
+        self.space_cv.notify_all();
+        self.background_cv.notify_all();
+    }
+
+    /// Seals the active segment (syncing what it holds) and creates the next one. Called
+    /// with an empty open group and no leader. A creation failure (a full disk) fails only
+    /// the caller and leaves the log usable; a failed seal sync poisons it.
+    fn rotate(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
+        debug_assert!(st.open.records == 0 && !st.leader_active);
+        st.rotating = true;
+        st.leader_active = true;
+        let old = st.active.clone();
+        let unsynced = st.written_lsn > st.durable_lsn;
+        let header = SegmentHeader {
+            segment_seq: st.next_segment_seq,
+            first_lsn: st.next_lsn,
+            salt: st.rng.u64(..),
+        };
+        let written = st.written_lsn;
+        let (seal, created) = MutexGuard::unlocked(st, || {
+            if unsynced {
+                self.stats.syncs.add(1);
+                if let Err(e) = old.file.sync_data() {
+                    return (Err(e), None);
+                }
+                self.durable_lsn.fetch_max(written, Ordering::Release);
+            }
+            let created = create_segment(
+                &*self.storage,
+                &self.dir,
+                header,
+                self.opts.segment_bytes,
+                self.opts.preallocation,
+            );
+            (Ok(()), Some(created))
+        });
+        st.rotating = false;
+        st.leader_active = false;
+        self.space_cv.notify_all();
+        if let Err(e) = seal {
+            let reason = format!("sealing segment {} failed: {e}", old.seq());
+            self.poison(st, reason.clone());
+            return Err(Error::Poisoned { reason });
+        }
+        if unsynced {
+            st.durable_lsn = written;
+        }
+        let segment = Arc::new(created.expect("created when the seal succeeded")?);
+        self.segments.write().push(segment.clone());
+        st.active = segment;
+        st.tail = SEGMENT_HEADER_BYTES as u64;
+        st.next_segment_seq += 1;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(r) = &st.refusal {
+                return Err(r.error());
+            }
+            let target = st.next_lsn - 1;
+            if st.durable_lsn >= target {
+                return Ok(());
+            }
+            if !st.leader_active && !st.rotating {
+                st.leader_active = true;
+                self.lead(&mut st, true);
+            } else if st.open.records > 0 {
+                st.open.has_waiters = true;
+                st.open.needs_sync = true;
+                let group = st.open.group.clone();
+                MutexGuard::unlocked(&mut st, || group.wait(None));
+            } else {
+                // The last records are in the group being written, which may not sync.
+                st.flush_requested = true;
+                self.wait_space(&mut st);
+            }
+        }
+    }
+
+    /// Counts a writer in or out of the log (for `commit_siblings`).
+    pub fn writer_enter(&self) {
+        self.active_writers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// See [`Commit::writer_enter`].
+    pub fn writer_exit(&self) {
+        self.active_writers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The background thread: periodic syncs with jitter, and leading for `submit`.
+    pub fn background(&self) {
+        let mut st = self.state.lock();
+        loop {
+            let jitter = self.opts.sync_interval_jitter.as_nanos() as u64;
+            let extra = if jitter == 0 {
+                0
+            } else {
+                st.rng.u64(0..=jitter)
+            };
+            let deadline = Instant::now() + self.opts.sync_interval + Duration::from_nanos(extra);
+            while !st.stop && !st.kick && Instant::now() < deadline {
+                self.background_cv.wait_until(&mut st, deadline);
+            }
+            if st.stop {
+                return;
+            }
+            st.kick = false;
+            let pending = st.open.records > 0 || st.written_lsn > st.durable_lsn;
+            if !pending || st.refusal.is_some() {
+                continue;
+            }
+            if st.leader_active || st.rotating {
+                st.flush_requested = true;
+            } else {
+                st.leader_active = true;
+                self.lead(&mut st, true);
+            }
+        }
+    }
+
+    /// Drains and stops: writes and syncs everything queued, refuses new work, stops the
+    /// background thread. Returns the poisoning error, if the log was poisoned.
+    pub fn close(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.stop {
+            return match &st.refusal {
+                Some(RefusalKind::Poisoned(reason)) => Err(Error::Poisoned {
+                    reason: reason.clone(),
+                }),
+                _ => Ok(()),
+            };
+        }
+        while st.leader_active || st.rotating {
+            self.wait_space(&mut st);
+        }
+        let result = match &st.refusal {
+            Some(r) => Err(r.error()),
+            None => {
+                st.leader_active = true;
+                self.lead(&mut st, true);
+                match &st.refusal {
+                    Some(r) => Err(r.error()),
+                    None => Ok(()),
+                }
+            }
+        };
+        if st.refusal.is_none() {
+            st.refusal = Some(RefusalKind::Closed);
+        }
+        self.fail_open_group(&mut st);
+        st.stop = true;
+        self.background_cv.notify_all();
+        result
+    }
+}

@@ -1,0 +1,476 @@
+//! The log: segments, the group-commit write path, readers, recovery and truncation.
+
+mod commit;
+mod options;
+mod reader;
+mod record;
+mod recovery;
+mod segment;
+
+pub use options::{RecoveryMode, WalOptions, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use reader::{LogRecord, WalReader};
+pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, Ticket};
+pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
+
+use crate::error::{Error, Result};
+use crate::format::{PartialFrame, SegmentHeader};
+use crate::io::DirLock;
+use crate::stats::HistogramSnapshot;
+use commit::{Commit, Joined, LeadMode};
+use parking_lot::Mutex;
+use segment::create_segment;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// A write-ahead log. `Send + Sync`: share it between threads (by reference or in an `Arc`);
+/// concurrent appends are committed together, one write and one `fdatasync` per group.
+///
+/// Dropping the last handle closes it as [`Wal::close`] does, ignoring errors: queued
+/// `Buffer` records are written and synced on a clean drop. Call `close` to see errors.
+pub struct Wal {
+    commit: Arc<Commit>,
+    read_only: bool,
+    report: RecoveryReport,
+    background: Mutex<Option<JoinHandle<()>>>,
+    _lock: Box<dyn DirLock>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.commit.dir)
+            .field("read_only", &self.read_only)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish()
+    }
+}
+
+/// A snapshot of a log's counters and histograms (times in nanoseconds).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Records written.
+    pub records: u64,
+    /// Frame bytes written.
+    pub bytes: u64,
+    /// Groups committed (including sync-only ones made by the background sync).
+    pub groups: u64,
+    /// `fdatasync` calls on segments.
+    pub syncs: u64,
+    /// Groups whose write or sync failed.
+    pub failed_groups: u64,
+    /// Records rejected before joining a group (invalid input).
+    pub rejected: u64,
+    /// Records per group.
+    pub group_records: HistogramSnapshot,
+    /// Bytes per group.
+    pub group_bytes: HistogramSnapshot,
+    /// Time of each group's write.
+    pub write_ns: HistogramSnapshot,
+    /// Time of each group's `fdatasync`.
+    pub sync_ns: HistogramSnapshot,
+    /// Time each group held the sync stream (write + sync): what `lock_hold_max` bounds.
+    pub hold_ns: HistogramSnapshot,
+    /// Time from a blocking append's start to its acknowledgement.
+    pub commit_ns: HistogramSnapshot,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` for writing, recovering it first as
+    /// `options.recovery_mode` says. Fails with [`Error::Locked`] if another handle has it.
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Wal> {
+        Self::open_inner(dir.as_ref(), options, false)
+    }
+
+    /// Opens an existing log for reading only: writes nothing (not even a torn-tail cut), so
+    /// it works on a full disk or a read-only mount. Shares the directory lock with other
+    /// readers but not with a writer.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: WalOptions) -> Result<Wal> {
+        Self::open_inner(dir.as_ref(), options, true)
+    }
+
+    fn open_inner(dir: &Path, options: WalOptions, read_only: bool) -> Result<Wal> {
+        options.validate()?;
+        let storage = options.storage.clone();
+        if read_only {
+            if !storage.exists(dir).map_err(|e| Error::io("stat", dir, e))? {
+                return Err(Error::io(
+                    "open log",
+                    dir,
+                    io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+                ));
+            }
+        } else {
+            storage
+                .create_dir_all(dir)
+                .map_err(|e| Error::io("create log directory", dir, e))?;
+        }
+        let lock = storage.lock_dir(dir, !read_only).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Error::Locked {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                Error::io("lock log directory", dir, e)
+            }
+        })?;
+        let recovered =
+            recovery::recover(&*storage, dir, options.recovery_mode, !read_only)?;
+        let mut segments = recovered.segments;
+        let mut tail = recovered.tail_offset;
+        let mut next_segment_seq = recovered.next_segment_seq;
+        if read_only {
+            if segments.is_empty() {
+                return Err(Error::io(
+                    "open log",
+                    dir,
+                    io::Error::new(io::ErrorKind::NotFound, "no groupwal segments here"),
+                ));
+            }
+        } else {
+            if let (Some(torn), Some(last)) = (&recovered.report.torn_tail, segments.last()) {
+                recovery::cut_tail(last, torn.offset, torn.offset + torn.len)?;
+            }
+            if let Some(last) = segments.last().filter(|_| !recovered.needs_new_segment) {
+                // A segment shortened by hand or made with a smaller segment_bytes: give it
+                // its full size again so appends into it need no allocation.
+                last.file
+                    .allocate(options.segment_bytes, options.preallocation)
+                    .and_then(|()| last.file.sync_data())
+                    .map_err(|e| Error::io("preallocate active segment", &last.path, e))?;
+            } else {
+                let header = SegmentHeader {
+                    segment_seq: next_segment_seq,
+                    first_lsn: recovered.next_lsn,
+                    salt: options.seed.map_or_else(|| fastrand::u64(..), |s| s ^ next_segment_seq),
+                };
+                let segment = create_segment(
+                    &*storage,
+                    dir,
+                    header,
+                    options.segment_bytes,
+                    options.preallocation,
+                )?;
+                segments.push(Arc::new(segment));
+                tail = crate::format::SEGMENT_HEADER_BYTES as u64;
+                next_segment_seq += 1;
+            }
+        }
+        let commit = Arc::new(Commit::new(
+            dir.to_path_buf(),
+            storage,
+            options,
+            segments,
+            tail,
+            recovered.next_lsn,
+            next_segment_seq,
+        ));
+        let background = if read_only {
+            None
+        } else {
+            let c = commit.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("groupwal-sync".into())
+                    .spawn(move || c.background())
+                    .map_err(|e| Error::io("start background sync thread", dir, e))?,
+            )
+        };
+        Ok(Wal {
+            commit,
+            read_only,
+            report: recovered.report,
+            background: Mutex::new(background),
+            _lock: lock,
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.commit.dir
+    }
+
+    /// What recovery found and did when this handle opened the log.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn validate<'a>(&self, record: &Record<'a>) -> Result<PartialFrame<'a>> {
+        let max = self.commit.opts.record_bytes_max;
+        if record.payload.len() > max {
+            self.commit.stats.rejected.add(1);
+            return Err(Error::RecordTooLarge {
+                len: record.payload.len(),
+                max,
+            });
+        }
+        Ok(PartialFrame::new(record.payload, record.correlation_id))
+    }
+
+    /// Appends one record and blocks until it is as durable as its [`Durability`] asks.
+    ///
+    /// Concurrent callers share groups: one write and (for `Sync`) one `fdatasync` each.
+    pub fn append(&self, record: Record<'_>) -> Result<Receipt> {
+        self.check_writable()?;
+        let start = Instant::now();
+        let frame = self.validate(&record)?;
+        self.commit.writer_enter();
+        let mut joined = None;
+        let error = self.commit.join(
+            std::slice::from_ref(&frame),
+            &[0],
+            record.durability,
+            LeadMode::Inline,
+            |j| joined = Some(j),
+        );
+        self.commit.writer_exit();
+        let result = match (joined, error) {
+            (Some(j), _) => self.finish(j, record.durability),
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("join either joins the record or says why not"),
+        };
+        if result.is_ok() && record.durability != Durability::Buffer {
+            self.commit
+                .stats
+                .commit_ns
+                .record(start.elapsed().as_nanos() as u64);
+        }
+        result
+    }
+
+    /// Waits for a joined record's group (not for `Buffer`) and builds its receipt.
+    fn finish(&self, j: Joined, durability: Durability) -> Result<Receipt> {
+        if durability == Durability::Buffer {
+            return Ok(Receipt {
+                lsn: j.lsn,
+                group_id: j.group.id,
+                group_records: j.records_at_join,
+                durability,
+            });
+        }
+        j.group.wait(None);
+        j.group.receipt(j.lsn, durability)
+    }
+
+    /// Appends records, each validated alone: an invalid one (too large, …) gets its own
+    /// error and never reaches the log, the valid ones commit together in as few groups as
+    /// the bounds allow. Results come in input order, like HTTP 207 Multi-Status.
+    ///
+    /// All records share the durability of the first one (records of one batch are
+    /// committed as one unit; mix durabilities with separate calls).
+    pub fn append_many(&self, records: &[Record<'_>]) -> Vec<Result<Receipt>> {
+        let mut results: Vec<Option<Result<Receipt>>> = Vec::with_capacity(records.len());
+        if let Err(e) = self.check_writable() {
+            return records.iter().map(|_| Err(clone_refusal(&e))).collect();
+        }
+        let durability = records.first().map_or(Durability::Sync, |r| r.durability);
+        let mut frames = Vec::with_capacity(records.len());
+        let mut indices = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match self.validate(r) {
+                Ok(f) => {
+                    frames.push(f);
+                    indices.push(i);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut joined = Vec::with_capacity(frames.len());
+        self.commit.writer_enter();
+        let error = self
+            .commit
+            .join(&frames, &indices, durability, LeadMode::Inline, |j| joined.push(j));
+        self.commit.writer_exit();
+        for j in joined {
+            let index = j.index;
+            results[index] = Some(self.finish(j, durability));
+        }
+        results
+            .into_iter()
+            .map(|r| match r {
+                Some(r) => r,
+                None => Err(error.as_ref().map_or(Error::Closed, clone_refusal)),
+            })
+            .collect()
+    }
+
+    /// Queues a record without waiting for it to be written; [`Ticket::wait`] returns its
+    /// receipt. Blocks only while the queue is full (backpressure). The background thread
+    /// commits the group if no writer is leading one.
+    pub fn submit(&self, record: Record<'_>) -> Result<Ticket> {
+        self.submit_inner(record, true)
+    }
+
+    /// Like [`Wal::submit`], but returns [`Error::WouldBlock`] instead of waiting when the
+    /// queue is full.
+    pub fn try_submit(&self, record: Record<'_>) -> Result<Ticket> {
+        self.submit_inner(record, false)
+    }
+
+    fn submit_inner(&self, record: Record<'_>, may_wait: bool) -> Result<Ticket> {
+        self.check_writable()?;
+        let frame = self.validate(&record)?;
+        if !may_wait && self.commit.would_block(frame.len()) {
+            return Err(Error::WouldBlock);
+        }
+        let mut joined = None;
+        let error = self.commit.join(
+            std::slice::from_ref(&frame),
+            &[0],
+            record.durability,
+            LeadMode::Background,
+            |j| joined = Some(j),
+        );
+        match (joined, error) {
+            (Some(j), _) => Ok(Ticket {
+                group: j.group,
+                lsn: j.lsn,
+                durability: record.durability,
+                records_at_join: j.records_at_join,
+            }),
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("join either joins the record or says why not"),
+        }
+    }
+
+    /// Blocks until every record appended so far (any durability) is durable.
+    pub fn sync(&self) -> Result<()> {
+        self.check_writable()?;
+        self.commit.sync()
+    }
+
+    /// The highest LSN known durable: it and every record before it survive power loss.
+    /// Never goes backwards.
+    pub fn durable_lsn(&self) -> u64 {
+        self.commit.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// The highest LSN written to the operating system (survives a process crash).
+    pub fn written_lsn(&self) -> u64 {
+        self.commit.written_lsn.load(Ordering::Acquire)
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        self.commit.next_lsn()
+    }
+
+    /// The LSN of the oldest record still in the log (after [`Wal::truncate_before`]).
+    pub fn first_lsn(&self) -> u64 {
+        self.commit.segments.read()[0].header.first_lsn
+    }
+
+    /// Reads the records with LSN `from_lsn` and above that were written (to the operating
+    /// system) when the reader was made.
+    pub fn read_from(&self, from_lsn: u64) -> WalReader {
+        let (segments, written) = self.commit.read_snapshot();
+        WalReader::new(segments, from_lsn, written)
+    }
+
+    /// Removes, durably, every whole segment whose records all have LSNs below `lsn`. The
+    /// active segment is never removed. Returns how many segments were removed.
+    pub fn truncate_before(&self, lsn: u64) -> Result<usize> {
+        self.check_writable()?;
+        let mut segments = self.commit.segments.write();
+        // Segment i may go if segment i + 1 starts at or below `lsn`.
+        let removable = segments
+            .windows(2)
+            .take_while(|w| w[1].header.first_lsn <= lsn)
+            .count();
+        let storage = &self.commit.storage;
+        let dir = &self.commit.dir;
+        let mut removed = 0;
+        let mut result = Ok(());
+        // Oldest first: a crash part way leaves a contiguous log.
+        for segment in segments.iter().take(removable) {
+            if let Err(e) = storage.remove_file(&segment.path) {
+                result = Err(Error::io("remove segment", &segment.path, e));
+                break;
+            }
+            removed += 1;
+        }
+        segments.drain(..removed);
+        drop(segments);
+        if removed > 0 {
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("sync directory", dir, e))?;
+        }
+        result.map(|()| removed)
+    }
+
+    /// Counters and histograms of the write path.
+    pub fn stats(&self) -> WalStats {
+        let s = &self.commit.stats;
+        WalStats {
+            records: s.records.get(),
+            bytes: s.bytes.get(),
+            groups: s.groups.get(),
+            syncs: s.syncs.get(),
+            failed_groups: s.failed_groups.get(),
+            rejected: s.rejected.get(),
+            group_records: s.group_records.snapshot(),
+            group_bytes: s.group_bytes.snapshot(),
+            write_ns: s.write_ns.snapshot(),
+            sync_ns: s.sync_ns.snapshot(),
+            hold_ns: s.hold_ns.snapshot(),
+            commit_ns: s.commit_ns.snapshot(),
+        }
+    }
+
+    /// Writes and syncs everything queued, then refuses further appends with
+    /// [`Error::Closed`]. Returns the poisoning error if an earlier IO failure poisoned the
+    /// log. Calling it again is harmless.
+    pub fn close(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let result = self.commit.close();
+        if let Some(handle) = self.background.lock().take() {
+            // The thread only exits its loop; it cannot panic on IO errors.
+            let _ = handle.join();
+        }
+        result
+    }
+
+    /// The path of segment `seq` of this log (for tools and tests).
+    pub fn segment_path(&self, seq: u64) -> PathBuf {
+        self.commit.dir.join(segment::segment_file_name(seq))
+    }
+}
+
+/// The refusal errors a batch reports for every record it could not join.
+fn clone_refusal(e: &Error) -> Error {
+    match e {
+        Error::Poisoned { reason } => Error::Poisoned {
+            reason: reason.clone(),
+        },
+        Error::ReadOnly => Error::ReadOnly,
+        Error::WouldBlock => Error::WouldBlock,
+        Error::Io { op, path, source } => Error::Io {
+            op,
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        _ => Error::Closed,
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

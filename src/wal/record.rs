@@ -1,0 +1,165 @@
+//! What callers hand to the log and what they get back.
+
+use crate::error::Result;
+use crate::format::CorrelationId;
+use crate::wal::commit::Group;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What must survive before an append returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// Survives power loss: acknowledged only after an `fdatasync` that covers the record.
+    #[default]
+    Sync,
+    /// Survives a process crash: acknowledged once written to the operating system; made
+    /// durable by the next sync group or the background sync within `sync_interval`.
+    Flush,
+    /// Survives nothing yet: acknowledged once queued in memory; written with the next group
+    /// or by the background sync within `sync_interval` (+ jitter).
+    Buffer,
+}
+
+/// A record to append: a payload, an optional correlation id, a durability.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    pub(crate) payload: &'a [u8],
+    pub(crate) correlation_id: Option<CorrelationId>,
+    pub(crate) durability: Durability,
+}
+
+impl<'a> Record<'a> {
+    /// A [`Durability::Sync`] record without a correlation id.
+    pub fn new(payload: &'a [u8]) -> Self {
+        Record {
+            payload,
+            correlation_id: None,
+            durability: Durability::Sync,
+        }
+    }
+
+    /// Sets the correlation id stored with the record.
+    pub fn correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the durability.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+}
+
+impl<'a> From<&'a [u8]> for Record<'a> {
+    fn from(payload: &'a [u8]) -> Self {
+        Record::new(payload)
+    }
+}
+
+/// Proof that a record is in the log, as durable as asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The record's log sequence number.
+    pub lsn: u64,
+    /// The group that carried it (ids increase within one open handle).
+    pub group_id: u64,
+    /// Records in that group. For `Buffer` records, which are acknowledged before their group
+    /// closes, the number it had when the record joined.
+    pub group_records: u32,
+    /// The durability the record was appended with.
+    pub durability: Durability,
+}
+
+/// A record submitted without waiting; [`Ticket::wait`] returns its receipt.
+#[derive(Debug)]
+pub struct Ticket {
+    pub(crate) group: Arc<Group>,
+    pub(crate) lsn: u64,
+    pub(crate) durability: Durability,
+    pub(crate) records_at_join: u32,
+}
+
+impl Ticket {
+    /// The record's LSN (assigned at submit).
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// The id of the group carrying the record.
+    pub fn group_id(&self) -> u64 {
+        self.group.id
+    }
+
+    /// True once the outcome is known ([`Ticket::wait`] will not block). A `Buffer` record
+    /// is done as soon as it is queued.
+    pub fn is_done(&self) -> bool {
+        self.durability == Durability::Buffer || self.group.is_done()
+    }
+
+    fn buffered_receipt(&self) -> Receipt {
+        Receipt {
+            lsn: self.lsn,
+            group_id: self.group.id,
+            group_records: self.records_at_join,
+            durability: self.durability,
+        }
+    }
+
+    /// Blocks until the record is as durable as asked, or its group failed.
+    pub fn wait(&self) -> Result<Receipt> {
+        if self.durability == Durability::Buffer {
+            return Ok(self.buffered_receipt());
+        }
+        self.group.wait(None);
+        self.group.receipt(self.lsn, self.durability)
+    }
+
+    /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<Receipt>> {
+        if self.durability == Durability::Buffer {
+            return Ok(Some(self.buffered_receipt()));
+        }
+        if self.group.wait(Some(timeout)) {
+            self.group.receipt(self.lsn, self.durability).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// What a [`GroupListener`] is told about one group.
+#[derive(Clone, Debug)]
+pub struct GroupEvent {
+    /// The group's id.
+    pub group_id: u64,
+    /// LSN of its first record (for a sync-only group, the first LSN it made durable).
+    pub first_lsn: u64,
+    /// LSN of its last record.
+    pub last_lsn: u64,
+    /// Records written by the group (0 for a sync-only group).
+    pub records: u32,
+    /// Bytes written by the group.
+    pub bytes: u64,
+    /// Whether the group ended with an `fdatasync`.
+    pub synced: bool,
+    /// Time spent in the write.
+    pub write_time: Duration,
+    /// Time spent in the `fdatasync`.
+    pub sync_time: Duration,
+    /// The error that failed the group, if it failed.
+    pub error: Option<String>,
+}
+
+/// Told about every group the log commits or fails, once, in group order. Called on the
+/// committing thread after the group's writers have been released: keep it short (count,
+/// log, or forward to a channel).
+pub trait GroupListener: Send + Sync {
+    /// One group finished.
+    fn on_group(&self, event: &GroupEvent);
+}

@@ -1,0 +1,566 @@
+//! Recovery on open: scan every segment, verify every frame, and decide what damaged bytes
+//! are. `docs/DESIGN.md` ("Recovery") explains each case.
+//!
+//! - A bad frame with no valid later frame at the end of the last segment is a *torn tail*:
+//!   a write the crash cut short, never acknowledged as durable. It is cut (zeroed) before
+//!   new appends, or refused in `Strict` mode.
+//! - A bad frame followed by a valid later frame, a bad frame in a sealed segment, a bad
+//!   segment header, or a missing or out-of-order segment is *corruption*: opening fails,
+//!   naming segment, offset and reason, unless the mode is `Salvage`.
+//! - `Salvage` copies the bad bytes into `quarantine/`, writes a report line, records the
+//!   skip in `quarantine/ledger` (so later opens in any mode accept the gap it leaves), and
+//!   continues after them. Skipped LSNs are never reused.
+
+use crate::error::{Error, Result};
+use crate::format::{decode_frame, peek_lsn, FrameError, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::io::{OpenMode, Storage};
+use crate::wal::segment::{parse_segment_file_name, Segment, TMP_SUFFIX};
+use crate::wal::RecoveryMode;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Name of the folder that holds quarantined bytes.
+pub const QUARANTINE_DIR: &str = "quarantine";
+const LEDGER_FILE: &str = "ledger";
+const REPORT_FILE: &str = "report.txt";
+
+/// What recovery found and did when the log was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments scanned.
+    pub segments: usize,
+    /// Valid records found.
+    pub records: u64,
+    /// Bytes of records verified.
+    pub bytes_scanned: u64,
+    /// An incomplete record at the end of the log, cut (or, read-only, ignored).
+    pub torn_tail: Option<DamagedRange>,
+    /// Ranges that `Salvage` copied to `quarantine/` and skipped during this open.
+    pub quarantined: Vec<DamagedRange>,
+    /// Ranges skipped because an earlier salvage quarantined them (from the ledger).
+    pub previously_quarantined: usize,
+    /// Leftover temporary files of interrupted segment creations that were removed.
+    pub temp_files_removed: usize,
+}
+
+/// A range of damaged bytes in a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// Segment sequence number.
+    pub segment: u64,
+    /// Byte offset in the segment file (0 with `len` 0 for a whole missing segment).
+    pub offset: u64,
+    /// Bytes in the range.
+    pub len: u64,
+    /// Why the bytes are not records.
+    pub reason: String,
+    /// Where salvage copied them, if it did.
+    pub quarantine_file: Option<PathBuf>,
+}
+
+/// The log as recovery left it.
+pub(crate) struct Recovered {
+    /// Every segment, in order; the last is the active one.
+    pub segments: Vec<Arc<Segment>>,
+    /// Where the next frame goes in the last segment.
+    pub tail_offset: u64,
+    /// LSN of the next record.
+    pub next_lsn: u64,
+    /// True when appends must start a new segment (no segment, or the last one was skipped).
+    pub needs_new_segment: bool,
+    /// Sequence number for the next segment created.
+    pub next_segment_seq: u64,
+    pub report: RecoveryReport,
+}
+
+/// A skip recorded by an earlier salvage.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Skip {
+    /// `len` bytes at `offset` of segment `seq` are not records; the LSN may jump after them.
+    Region { seq: u64, offset: u64, len: u64 },
+    /// Segment `seq` is absent; the LSN may jump at its place.
+    Segment { seq: u64 },
+}
+
+impl Skip {
+    fn to_line(&self) -> String {
+        match self {
+            Skip::Region { seq, offset, len } => format!("region {seq} {offset} {len}\n"),
+            Skip::Segment { seq } => format!("segment {seq}\n"),
+        }
+    }
+
+    fn parse(line: &str) -> Option<Skip> {
+        let mut it = line.split_ascii_whitespace();
+        let kind = it.next()?;
+        let mut num = || it.next()?.parse::<u64>().ok();
+        match kind {
+            "region" => Some(Skip::Region {
+                seq: num()?,
+                offset: num()?,
+                len: num()?,
+            }),
+            "segment" => Some(Skip::Segment { seq: num()? }),
+            _ => None,
+        }
+    }
+}
+
+/// How the scan of one segment ended.
+enum Stop {
+    /// An end-of-log header with no valid frame after it.
+    End,
+    /// A bad frame with no valid frame after it; damaged bytes reach `garbage_end`.
+    Torn { reason: String, garbage_end: u64 },
+    /// A bad frame with a valid frame (LSN `next_lsn`) at `resume_at`.
+    Corrupt {
+        reason: String,
+        resume_at: u64,
+        next_lsn: u64,
+    },
+}
+
+/// Search window for the LSN of a valid frame after a bad one: LSNs in
+/// `[expected, expected + LSN_SEARCH_WINDOW)` are candidates.
+const LSN_SEARCH_WINDOW: u64 = 1 << 32;
+
+/// Finds the first offset at or after `from` holding a valid frame whose LSN is at least
+/// `min_lsn`. Cheap per position: most are rejected on their LSN field before any checksum.
+pub(crate) fn find_valid_frame(bytes: &[u8], from: usize, salt: u64, min_lsn: u64) -> Option<(usize, u64)> {
+    let max_lsn = min_lsn.saturating_add(LSN_SEARCH_WINDOW);
+    (from..bytes.len()).find_map(|q| {
+        let lsn = peek_lsn(&bytes[q..])?;
+        if lsn < min_lsn || lsn >= max_lsn {
+            return None;
+        }
+        let frame = decode_frame(&bytes[q..], salt).ok()?;
+        Some((q, frame.lsn))
+    })
+}
+
+/// Offset just past the last non-zero byte at or after `from` (or `from`).
+fn nonzero_end(bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(from, |i| from + i + 1)
+}
+
+/// Scans frames from `offset` expecting `lsn`; returns where valid frames end, the next LSN,
+/// the count of records, and why the scan stopped.
+fn scan_frames(bytes: &[u8], salt: u64, mut offset: usize, mut lsn: u64) -> (usize, u64, u64, Stop) {
+    let mut records = 0;
+    loop {
+        let reason = match decode_frame(&bytes[offset.min(bytes.len())..], salt) {
+            Ok(f) if f.lsn == lsn => {
+                offset += f.frame_len;
+                lsn += 1;
+                records += 1;
+                continue;
+            }
+            Ok(f) => format!("frame has LSN {}, expected {lsn}", f.lsn),
+            Err(FrameError::EndOfLog) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let stop = match find_valid_frame(bytes, offset + 1, salt, lsn) {
+            Some((resume_at, next_lsn)) => Stop::Corrupt {
+                reason: if reason.is_empty() {
+                    "zeroed frame header followed by valid frames".to_string()
+                } else {
+                    reason
+                },
+                resume_at: resume_at as u64,
+                next_lsn,
+            },
+            None if reason.is_empty() => Stop::End,
+            None => Stop::Torn {
+                reason,
+                garbage_end: nonzero_end(bytes, offset) as u64,
+            },
+        };
+        return (offset, lsn, records, stop);
+    }
+}
+
+struct Recovery<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    mode: RecoveryMode,
+    writable: bool,
+    skips: BTreeSet<Skip>,
+    report: RecoveryReport,
+}
+
+impl Recovery<'_> {
+    fn quarantine_dir(&self) -> PathBuf {
+        self.dir.join(QUARANTINE_DIR)
+    }
+
+    fn corruption(segment: u64, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corruption {
+            segment,
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    fn load_ledger(&mut self) -> Result<()> {
+        let path = self.quarantine_dir().join(LEDGER_FILE);
+        if !self
+            .storage
+            .exists(&path)
+            .map_err(|e| Error::io("stat", &path, e))?
+        {
+            return Ok(());
+        }
+        let file = self
+            .storage
+            .open_file(&path, OpenMode::ReadOnly)
+            .map_err(|e| Error::io("open salvage ledger", &path, e))?;
+        let text = file.map().map_err(|e| Error::io("read salvage ledger", &path, e))?;
+        // A line cut by a crash during salvage has no newline and is ignored: that salvage
+        // did not finish, and the next one redoes it.
+        for line in String::from_utf8_lossy(&text).lines() {
+            if let Some(skip) = Skip::parse(line) {
+                self.skips.insert(skip);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` to `quarantine/`, appends to the report and the ledger, syncs all.
+    fn quarantine(&mut self, range: DamagedRange, bytes: &[u8], skip: Option<Skip>) -> Result<()> {
+        let qdir = self.quarantine_dir();
+        let io = |op, p: &Path, e| Error::io(op, p, e);
+        self.storage
+            .create_dir_all(&qdir)
+            .map_err(|e| io("create quarantine folder", &qdir, e))?;
+        let name = format!("{:020}-{:012}.bin", range.segment, range.offset);
+        let path = qdir.join(&name);
+        if !bytes.is_empty() {
+            if self.storage.exists(&path).map_err(|e| io("stat", &path, e))? {
+                self.storage
+                    .remove_file(&path)
+                    .map_err(|e| io("replace quarantine file", &path, e))?;
+            }
+            let f = self
+                .storage
+                .open_file(&path, OpenMode::CreateNew)
+                .map_err(|e| io("create quarantine file", &path, e))?;
+            f.write_all_at(bytes, 0)
+                .map_err(|e| io("write quarantine file", &path, e))?;
+            f.sync_all().map_err(|e| io("sync quarantine file", &path, e))?;
+        }
+        let line = format!(
+            "segment={} offset={} len={} file={} reason={}\n",
+            range.segment,
+            range.offset,
+            range.len,
+            if bytes.is_empty() { "-" } else { &name },
+            range.reason
+        );
+        self.append_line(REPORT_FILE, &line)?;
+        if let Some(skip) = skip {
+            self.append_line(LEDGER_FILE, &skip.to_line())?;
+            self.skips.insert(skip);
+        }
+        self.storage
+            .sync_dir(&qdir)
+            .map_err(|e| io("sync quarantine folder", &qdir, e))?;
+        self.storage
+            .sync_dir(self.dir)
+            .map_err(|e| io("sync directory", self.dir, e))?;
+        self.report.quarantined.push(DamagedRange {
+            quarantine_file: (!bytes.is_empty()).then_some(path),
+            ..range
+        });
+        Ok(())
+    }
+
+    fn append_line(&self, file_name: &str, line: &str) -> Result<()> {
+        let path = self.quarantine_dir().join(file_name);
+        let exists = self
+            .storage
+            .exists(&path)
+            .map_err(|e| Error::io("stat", &path, e))?;
+        let mode = if exists {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::CreateNew
+        };
+        let f = self
+            .storage
+            .open_file(&path, mode)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
+        f.write_all_at(line.as_bytes(), len)
+            .map_err(|e| Error::io("append", &path, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", &path, e))
+    }
+
+    /// Deals with damage that is not a torn tail: an error, unless salvaging or already
+    /// salvaged. Returns whether the caller may skip it.
+    fn damage(&mut self, range: DamagedRange, bytes: &[u8], skip: Skip) -> Result<()> {
+        if self.skips.contains(&skip) {
+            self.report.previously_quarantined += 1;
+            return Ok(());
+        }
+        if self.mode != RecoveryMode::Salvage || !self.writable {
+            return Err(Self::corruption(range.segment, range.offset, range.reason));
+        }
+        self.quarantine(range, bytes, Some(skip))
+    }
+
+    fn run(mut self) -> Result<Recovered> {
+        self.load_ledger()?;
+        let names = self
+            .storage
+            .list_dir(self.dir)
+            .map_err(|e| Error::io("list log directory", self.dir, e))?;
+        let mut seqs = Vec::new();
+        for name in &names {
+            if let Some(seq) = parse_segment_file_name(name) {
+                seqs.push(seq);
+            } else if name.ends_with(TMP_SUFFIX) && self.writable {
+                // An interrupted segment creation: it was never renamed into place, so no
+                // record in it was ever acknowledged.
+                let p = self.dir.join(name);
+                self.storage
+                    .remove_file(&p)
+                    .map_err(|e| Error::io("remove temporary segment", &p, e))?;
+                self.report.temp_files_removed += 1;
+            }
+        }
+        seqs.sort_unstable();
+        if self.report.temp_files_removed > 0 {
+            self.storage
+                .sync_dir(self.dir)
+                .map_err(|e| Error::io("sync directory", self.dir, e))?;
+        }
+
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut next_lsn: Option<u64> = None;
+        let mut tail_offset = SEGMENT_HEADER_BYTES as u64;
+        let mut prev_seq: Option<u64> = None;
+        let open_mode = if self.writable {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::ReadOnly
+        };
+        // Set when the LSN may jump at the next segment (a skipped or missing segment).
+        let mut lsn_gap_allowed = false;
+        let last_seq = seqs.last().copied();
+
+        for &seq in &seqs {
+            if let Some(p) = prev_seq {
+                for missing in p + 1..seq {
+                    self.damage(
+                        DamagedRange {
+                            segment: missing,
+                            offset: 0,
+                            len: 0,
+                            reason: format!("segment {missing} is missing"),
+                            quarantine_file: None,
+                        },
+                        &[],
+                        Skip::Segment { seq: missing },
+                    )?;
+                    lsn_gap_allowed = true;
+                }
+            }
+            prev_seq = Some(seq);
+            let path = self.dir.join(crate::wal::segment::segment_file_name(seq));
+            let file = self
+                .storage
+                .open_file(&path, open_mode)
+                .map_err(|e| Error::io("open segment", &path, e))?;
+            let bytes = file.map().map_err(|e| Error::io("map segment", &path, e))?;
+            let header = match SegmentHeader::decode(&bytes) {
+                Ok(h) if h.segment_seq == seq => h,
+                other => {
+                    let reason = match other {
+                        Ok(h) => format!("header names segment {}", h.segment_seq),
+                        Err(e) => e.to_string(),
+                    };
+                    self.bad_segment(seq, &bytes, reason)?;
+                    lsn_gap_allowed = true;
+                    continue;
+                }
+            };
+            if let Some(expected) = next_lsn {
+                let jump_ok = lsn_gap_allowed && header.first_lsn > expected;
+                if header.first_lsn != expected && !jump_ok {
+                    return Err(Self::corruption(
+                        seq,
+                        0,
+                        format!(
+                            "segment starts at LSN {}, but the previous one ends before LSN {expected}",
+                            header.first_lsn
+                        ),
+                    ));
+                }
+            }
+            lsn_gap_allowed = false;
+            let is_last = Some(seq) == last_seq;
+            let (end, lsn) = self.scan_segment(seq, &bytes, header, is_last)?;
+            self.report.segments += 1;
+            drop(bytes);
+            if is_last {
+                tail_offset = end;
+            }
+            next_lsn = Some(lsn);
+            segments.push(Arc::new(Segment::new(header, path, file)));
+        }
+        Ok(Recovered {
+            // When the last segment on disk was skipped, the log continues in a new one.
+            needs_new_segment: segments.is_empty() || segments.last().map(|s| s.seq()) != last_seq,
+            next_segment_seq: last_seq.map_or(1, |s| s + 1),
+            segments,
+            tail_offset,
+            next_lsn: next_lsn.unwrap_or(1),
+            report: self.report,
+        })
+    }
+
+    /// A segment whose header is unusable: corruption, or (salvage) moved whole into
+    /// quarantine.
+    fn bad_segment(&mut self, seq: u64, bytes: &[u8], reason: String) -> Result<()> {
+        let range = DamagedRange {
+            segment: seq,
+            offset: 0,
+            len: bytes.len() as u64,
+            reason: format!("bad segment header: {reason}"),
+            quarantine_file: None,
+        };
+        self.damage(range, bytes, Skip::Segment { seq })?;
+        if self.mode == RecoveryMode::Salvage && self.writable {
+            // The copy is in quarantine; take the segment out of the log so the sequence
+            // number can be reused by the next segment.
+            let path = self.dir.join(crate::wal::segment::segment_file_name(seq));
+            self.storage
+                .remove_file(&path)
+                .map_err(|e| Error::io("remove quarantined segment", &path, e))?;
+            self.storage
+                .sync_dir(self.dir)
+                .map_err(|e| Error::io("sync directory", self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Scans one segment; returns the end offset of its records and the next LSN.
+    fn scan_segment(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        header: SegmentHeader,
+        is_last: bool,
+    ) -> Result<(u64, u64)> {
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut lsn = header.first_lsn;
+        loop {
+            let (end, next, records, stop) = scan_frames(bytes, header.salt, offset, lsn);
+            self.report.records += records;
+            self.report.bytes_scanned += (end - offset) as u64;
+            match stop {
+                Stop::End => return Ok((end as u64, next)),
+                Stop::Corrupt {
+                    reason,
+                    resume_at,
+                    next_lsn,
+                } => {
+                    let range = DamagedRange {
+                        segment: seq,
+                        offset: end as u64,
+                        len: resume_at - end as u64,
+                        reason,
+                        quarantine_file: None,
+                    };
+                    let skip = Skip::Region {
+                        seq,
+                        offset: range.offset,
+                        len: range.len,
+                    };
+                    self.damage(range, &bytes[end..resume_at as usize], skip)?;
+                    offset = resume_at as usize;
+                    lsn = next_lsn;
+                }
+                Stop::Torn {
+                    reason,
+                    garbage_end,
+                } => {
+                    let range = DamagedRange {
+                        segment: seq,
+                        offset: end as u64,
+                        len: garbage_end - end as u64,
+                        reason,
+                        quarantine_file: None,
+                    };
+                    if !is_last {
+                        let skip = Skip::Region {
+                            seq,
+                            offset: range.offset,
+                            len: range.len,
+                        };
+                        self.damage(range, &bytes[end..garbage_end as usize], skip)?;
+                        return Ok((end as u64, next));
+                    }
+                    if self.mode == RecoveryMode::Strict {
+                        return Err(Error::TornTail {
+                            segment: seq,
+                            offset: range.offset,
+                            reason: range.reason,
+                        });
+                    }
+                    if self.mode == RecoveryMode::Salvage && self.writable {
+                        self.quarantine(range.clone(), &bytes[end..garbage_end as usize], None)?;
+                    }
+                    self.report.torn_tail = Some(range);
+                    return Ok((end as u64, next));
+                }
+            }
+        }
+    }
+}
+
+/// Recovers the log in `dir`. Writable recovery removes leftovers of interrupted segment
+/// creations; cutting a torn tail is left to the caller, which owns the active segment.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    mode: RecoveryMode,
+    writable: bool,
+) -> Result<Recovered> {
+    Recovery {
+        storage,
+        dir,
+        mode,
+        writable,
+        skips: BTreeSet::new(),
+        report: RecoveryReport::default(),
+    }
+    .run()
+}
+
+/// Zeroes `[from, to)` of the active segment and syncs it: the torn tail is gone before any
+/// new record can be written after it.
+pub(crate) fn cut_tail(segment: &Segment, from: u64, to: u64) -> Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(to - from) as usize];
+    let mut off = from;
+    while off < to {
+        let n = CHUNK.min(to - off);
+        segment
+            .file
+            .write_all_at(&zeros[..n as usize], off)
+            .map_err(|e| Error::io("cut torn tail", &segment.path, e))?;
+        off += n;
+    }
+    segment
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("sync after cutting torn tail", &segment.path, e))
+}

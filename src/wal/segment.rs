@@ -1,0 +1,115 @@
+//! Segment files: names, creation, and the in-memory description of each segment.
+
+use crate::error::{Error, Result};
+use crate::format::SegmentHeader;
+use crate::io::{MappedBytes, OpenMode, Preallocation, Storage, StorageFile};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Extension of segment files.
+pub(crate) const SEGMENT_EXT: &str = ".wal";
+/// Suffix of a segment being created; recovery removes leftovers.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// The file name of segment `seq`.
+pub(crate) fn segment_file_name(seq: u64) -> String {
+    format!("{seq:020}{SEGMENT_EXT}")
+}
+
+/// The sequence number of a segment file name, if it is one.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_EXT)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One segment of an open log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub header: SegmentHeader,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    /// A read-only map, made on first read once the segment is sealed.
+    map: OnceLock<Arc<MappedBytes>>,
+}
+
+impl Segment {
+    pub fn new(header: SegmentHeader, path: PathBuf, file: Arc<dyn StorageFile>) -> Segment {
+        Segment {
+            header,
+            path,
+            file,
+            map: OnceLock::new(),
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.header.segment_seq
+    }
+
+    /// The segment's bytes through a map; only for sealed segments, which are never written
+    /// again (see the `SAFETY` note of `StorageFile::map`).
+    pub fn mapped(&self) -> Result<Arc<MappedBytes>> {
+        if let Some(m) = self.map.get() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(
+            self.file
+                .map()
+                .map_err(|e| Error::io("map segment", &self.path, e))?,
+        );
+        Ok(self.map.get_or_init(|| m).clone())
+    }
+}
+
+/// Creates segment `header.segment_seq` durably: written to a temporary name, preallocated,
+/// header written and synced, renamed into place, directory synced. Only then may a record
+/// in it be acknowledged. On error nothing is left behind that recovery would trip over (a
+/// leftover `.tmp` file is removed here or at the next open).
+pub(crate) fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    header: SegmentHeader,
+    segment_bytes: u64,
+    preallocation: Preallocation,
+) -> Result<Segment> {
+    let name = segment_file_name(header.segment_seq);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let result = (|| {
+        // A leftover from a crashed creation of the same segment.
+        if storage.exists(&tmp).map_err(|e| Error::io("stat", &tmp, e))? {
+            storage
+                .remove_file(&tmp)
+                .map_err(|e| Error::io("remove stale temporary segment", &tmp, e))?;
+        }
+        let file = storage
+            .open_file(&tmp, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        file.allocate(segment_bytes, preallocation)
+            .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("sync new segment", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename new segment", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(file)
+    })();
+    match result {
+        Ok(file) => Ok(Segment::new(header, path, file)),
+        Err(e) => {
+            // Best effort: free the space at once (ENOSPC is the common cause). If the rename
+            // happened but the directory sync failed, the segment is complete and empty, which
+            // recovery accepts.
+            let _ = storage.remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
