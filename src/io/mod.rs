@@ -11,6 +11,8 @@
 //! it likes (the std one on the real file system, the simulated one in its own name space).
 
 mod futex;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod std_fs;
 
 pub(crate) use futex::{futex_wait, futex_wake_all, futex_wake_one};
