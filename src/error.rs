@@ -69,7 +69,9 @@ pub enum Error {
     },
 
     /// Another handle, in this or another process, has the log open.
-    #[error("{path} is locked by another groupwal handle (in this or another process); close it first")]
+    #[error(
+        "{path} is locked by another groupwal handle (in this or another process); close it first"
+    )]
     Locked {
         /// The log directory.
         path: PathBuf,

@@ -174,7 +174,10 @@ mod tests {
             let exact = (q * 10_000.0) as u64;
             let got = s.quantile(q);
             assert!(got >= exact, "q{q}: {got} < {exact}");
-            assert!(got as f64 <= exact as f64 * 1.125 + 1.0, "q{q}: {got} vs {exact}");
+            assert!(
+                got as f64 <= exact as f64 * 1.125 + 1.0,
+                "q{q}: {got} vs {exact}"
+            );
         }
         assert_eq!(s.quantile(1.0), 10_000);
         assert_eq!(Histogram::default().snapshot().quantile(0.5), 0);

@@ -43,7 +43,13 @@ const _: () = assert!(OFF_FLAGS + 1 == FRAME_HEADER_BYTES);
 
 /// The size on disk of a frame with a payload of `payload_len` bytes.
 pub fn frame_len(payload_len: usize, has_correlation_id: bool) -> usize {
-    FRAME_HEADER_BYTES + if has_correlation_id { CORRELATION_ID_BYTES } else { 0 } + payload_len
+    FRAME_HEADER_BYTES
+        + if has_correlation_id {
+            CORRELATION_ID_BYTES
+        } else {
+            0
+        }
+        + payload_len
 }
 
 /// A frame whose checksum covers everything but the LSN and salt, which are not known yet.
@@ -61,7 +67,10 @@ impl<'a> PartialFrame<'a> {
     /// Checksums the LSN-independent part of a frame. `payload` must not exceed
     /// [`PAYLOAD_BYTES_FORMAT_MAX`] (the WAL checks its own, smaller limit first).
     pub fn new(payload: &'a [u8], correlation_id: Option<CorrelationId>) -> Self {
-        debug_assert!(payload.len() <= PAYLOAD_BYTES_FORMAT_MAX);
+        assert!(
+            payload.len() <= PAYLOAD_BYTES_FORMAT_MAX,
+            "payload above the format's limit: the caller must check record_bytes_max first"
+        );
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&(payload.len() as u32).to_le_bytes());
         match correlation_id {
@@ -200,7 +209,9 @@ pub fn decode_frame(bytes: &[u8], salt: u64) -> Result<DecodedFrame<'_>, FrameEr
         .checked_add(id_len)
         .and_then(|n| n.checked_add(payload_len))
         .ok_or(FrameError::Truncated)?;
-    let body = bytes.get(FRAME_HEADER_BYTES..total).ok_or(FrameError::Truncated)?;
+    let body = bytes
+        .get(FRAME_HEADER_BYTES..total)
+        .ok_or(FrameError::Truncated)?;
     let (id_bytes, payload) = body.split_at(id_len);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[OFF_LEN..OFF_CRC]);

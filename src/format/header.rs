@@ -105,7 +105,9 @@ impl SegmentHeader {
 
     /// Decodes and validates a header from the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        let b = bytes.get(..SEGMENT_HEADER_BYTES).ok_or(HeaderError::Short)?;
+        let b = bytes
+            .get(..SEGMENT_HEADER_BYTES)
+            .ok_or(HeaderError::Short)?;
         if b[OFF_MAGIC..OFF_VERSION] != SEGMENT_MAGIC {
             return Err(HeaderError::BadMagic);
         }

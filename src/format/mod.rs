@@ -7,13 +7,12 @@ mod frame;
 mod header;
 
 pub use frame::{
-    decode_frame, encode_frame, frame_len, peek_frame_len, peek_lsn, DecodedFrame, FrameError, PartialFrame,
-    CORRELATION_ID_BYTES, FLAG_CORRELATION_ID, FRAME_HEADER_BYTES, FRAME_OVERHEAD_MAX,
-    PAYLOAD_BYTES_FORMAT_MAX,
+    decode_frame, encode_frame, frame_len, peek_frame_len, peek_lsn, DecodedFrame, FrameError,
+    PartialFrame, CORRELATION_ID_BYTES, FLAG_CORRELATION_ID, FRAME_HEADER_BYTES,
+    FRAME_OVERHEAD_MAX, PAYLOAD_BYTES_FORMAT_MAX,
 };
 pub use header::{
-    HeaderError, SegmentHeader, CHECKSUM_CRC32, FORMAT_VERSION, SEGMENT_HEADER_BYTES,
-    SEGMENT_MAGIC,
+    HeaderError, SegmentHeader, CHECKSUM_CRC32, FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 
 /// A caller-chosen id stored with a record, to follow one request across the batch boundary.

@@ -50,6 +50,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's current length in bytes.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Sets the file's length, truncating or extending with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
 
@@ -153,7 +158,9 @@ impl Deref for MappedBytes {
 
 impl fmt::Debug for MappedBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MappedBytes").field("len", &self.len()).finish()
+        f.debug_struct("MappedBytes")
+            .field("len", &self.len())
+            .finish()
     }
 }
 

@@ -344,7 +344,10 @@ impl Commit {
         next_lsn: u64,
         next_segment_seq: u64,
     ) -> Commit {
-        let active = segments.last().expect("a writable log has an active segment").clone();
+        let active = segments
+            .last()
+            .expect("a writable log has an active segment")
+            .clone();
         let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
         let last = next_lsn - 1;
         Commit {
@@ -499,8 +502,7 @@ impl Commit {
                     self.background_cv.notify_one();
                 }
             }
-        } else if lead_mode == LeadMode::Inline && !st.open.leader_claimed && st.open.records > 0
-        {
+        } else if lead_mode == LeadMode::Inline && !st.open.leader_claimed && st.open.records > 0 {
             // Become the designated next leader of the group we are in.
             st.open.leader_claimed = true;
             let group = st.open.group.clone();
@@ -534,8 +536,8 @@ impl Commit {
         loop {
             force |= std::mem::take(&mut st.flush_requested);
             let unsynced = st.written_lsn > st.durable_lsn;
-            let run = (st.open.records > 0 && (st.open.has_waiters || force))
-                || (force && unsynced);
+            let run =
+                (st.open.records > 0 && (st.open.has_waiters || force)) || (force && unsynced);
             if !run {
                 st.leader_active = false;
                 if st.space_waiters > 0 {

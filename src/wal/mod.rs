@@ -7,7 +7,9 @@ mod record;
 mod recovery;
 mod segment;
 
-pub use options::{RecoveryMode, WalOptions, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use options::{
+    RecoveryMode, WalOptions, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
 pub use reader::{LogRecord, WalReader};
 pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, Ticket};
 pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
@@ -118,8 +120,7 @@ impl Wal {
                 Error::io("lock log directory", dir, e)
             }
         })?;
-        let recovered =
-            recovery::recover(&*storage, dir, options.recovery_mode, !read_only)?;
+        let recovered = recovery::recover(&*storage, dir, options.recovery_mode, !read_only)?;
         let mut segments = recovered.segments;
         let mut tail = recovered.tail_offset;
         let mut next_segment_seq = recovered.next_segment_seq;
@@ -146,7 +147,9 @@ impl Wal {
                 let header = SegmentHeader {
                     segment_seq: next_segment_seq,
                     first_lsn: recovered.next_lsn,
-                    salt: options.seed.map_or_else(|| fastrand::u64(..), |s| s ^ next_segment_seq),
+                    salt: options
+                        .seed
+                        .map_or_else(|| fastrand::u64(..), |s| s ^ next_segment_seq),
                 };
                 let segment = create_segment(
                     &*storage,
@@ -292,7 +295,9 @@ impl Wal {
         self.commit.writer_enter();
         let error = self
             .commit
-            .join(&frames, &indices, durability, LeadMode::Inline, |j| joined.push(j));
+            .join(&frames, &indices, durability, LeadMode::Inline, |j| {
+                joined.push(j)
+            });
         self.commit.writer_exit();
         for j in joined {
             let index = j.index;

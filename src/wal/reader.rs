@@ -89,8 +89,7 @@ impl WalReader {
         } else {
             let have = match &self.window {
                 Window::Read { start, bytes } => {
-                    self.offset >= *start
-                        && self.offset + need as u64 <= start + bytes.len() as u64
+                    self.offset >= *start && self.offset + need as u64 <= start + bytes.len() as u64
                 }
                 _ => false,
             };

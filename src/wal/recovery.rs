@@ -127,7 +127,12 @@ const LSN_SEARCH_WINDOW: u64 = 1 << 32;
 
 /// Finds the first offset at or after `from` holding a valid frame whose LSN is at least
 /// `min_lsn`. Cheap per position: most are rejected on their LSN field before any checksum.
-pub(crate) fn find_valid_frame(bytes: &[u8], from: usize, salt: u64, min_lsn: u64) -> Option<(usize, u64)> {
+pub(crate) fn find_valid_frame(
+    bytes: &[u8],
+    from: usize,
+    salt: u64,
+    min_lsn: u64,
+) -> Option<(usize, u64)> {
     let max_lsn = min_lsn.saturating_add(LSN_SEARCH_WINDOW);
     (from..bytes.len()).find_map(|q| {
         let lsn = peek_lsn(&bytes[q..])?;
@@ -149,7 +154,12 @@ fn nonzero_end(bytes: &[u8], from: usize) -> usize {
 
 /// Scans frames from `offset` expecting `lsn`; returns where valid frames end, the next LSN,
 /// the count of records, and why the scan stopped.
-fn scan_frames(bytes: &[u8], salt: u64, mut offset: usize, mut lsn: u64) -> (usize, u64, u64, Stop) {
+fn scan_frames(
+    bytes: &[u8],
+    salt: u64,
+    mut offset: usize,
+    mut lsn: u64,
+) -> (usize, u64, u64, Stop) {
     let mut records = 0;
     loop {
         let reason = match decode_frame(&bytes[offset.min(bytes.len())..], salt) {
@@ -218,7 +228,9 @@ impl Recovery<'_> {
             .storage
             .open_file(&path, OpenMode::ReadOnly)
             .map_err(|e| Error::io("open salvage ledger", &path, e))?;
-        let text = file.map().map_err(|e| Error::io("read salvage ledger", &path, e))?;
+        let text = file
+            .map()
+            .map_err(|e| Error::io("read salvage ledger", &path, e))?;
         // A line cut by a crash during salvage has no newline and is ignored: that salvage
         // did not finish, and the next one redoes it.
         for line in String::from_utf8_lossy(&text).lines() {
@@ -239,7 +251,11 @@ impl Recovery<'_> {
         let name = format!("{:020}-{:012}.bin", range.segment, range.offset);
         let path = qdir.join(&name);
         if !bytes.is_empty() {
-            if self.storage.exists(&path).map_err(|e| io("stat", &path, e))? {
+            if self
+                .storage
+                .exists(&path)
+                .map_err(|e| io("stat", &path, e))?
+            {
                 self.storage
                     .remove_file(&path)
                     .map_err(|e| io("replace quarantine file", &path, e))?;
@@ -250,7 +266,8 @@ impl Recovery<'_> {
                 .map_err(|e| io("create quarantine file", &path, e))?;
             f.write_all_at(bytes, 0)
                 .map_err(|e| io("write quarantine file", &path, e))?;
-            f.sync_all().map_err(|e| io("sync quarantine file", &path, e))?;
+            f.sync_all()
+                .map_err(|e| io("sync quarantine file", &path, e))?;
         }
         let line = format!(
             "segment={} offset={} len={} file={} reason={}\n",

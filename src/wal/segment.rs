@@ -80,7 +80,10 @@ pub(crate) fn create_segment(
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let result = (|| {
         // A leftover from a crashed creation of the same segment.
-        if storage.exists(&tmp).map_err(|e| Error::io("stat", &tmp, e))? {
+        if storage
+            .exists(&tmp)
+            .map_err(|e| Error::io("stat", &tmp, e))?
+        {
             storage
                 .remove_file(&tmp)
                 .map_err(|e| Error::io("remove stale temporary segment", &tmp, e))?;
