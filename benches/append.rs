@@ -69,7 +69,9 @@ fn run_threads(writers: usize, iters: u64, append: &(dyn Fn(&[u8]) + Sync)) -> D
             });
         }
     });
-    start.elapsed().mul_f64(iters as f64 / (per * writers as u64) as f64)
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per * writers as u64) as f64)
 }
 
 fn single_writer_by_size(c: &mut Criterion) {
@@ -130,5 +132,10 @@ fn durable_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single_writer_by_size, group_commit_vs_naive, durable_batch);
+criterion_group!(
+    benches,
+    single_writer_by_size,
+    group_commit_vs_naive,
+    durable_batch
+);
 criterion_main!(benches);

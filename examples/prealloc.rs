@@ -15,7 +15,9 @@ const FILE_BYTES: u64 = 64 << 20;
 fn open(dir: &Path, name: &str) -> Arc<dyn StorageFile> {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
-    StdStorage.open_file(&path, OpenMode::CreateNew).expect("create file")
+    StdStorage
+        .open_file(&path, OpenMode::CreateNew)
+        .expect("create file")
 }
 
 /// Writes+syncs 4 KiB blocks sequentially for `secs`; returns syncs per second.
@@ -46,7 +48,10 @@ fn main() {
     let dir = args.next().unwrap_or_else(|| ".".into());
     let secs: f64 = args.next().map_or(3.0, |s| s.parse().expect("seconds"));
     let dir = tempfile::tempdir_in(dir).expect("temp dir");
-    println!("{:<28} {:>14} {:>16}", "file", "create (ms)", "4K write+fdatasync/s");
+    println!(
+        "{:<28} {:>14} {:>16}",
+        "file", "create (ms)", "4K write+fdatasync/s"
+    );
     for _round in 0..2 {
         for (name, how) in [
             ("append (no prealloc)", None),

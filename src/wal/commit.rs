@@ -40,6 +40,11 @@ use std::time::{Duration, Instant};
 /// (RocksDB's rule for its write groups).
 pub(crate) const SMALL_LEADER_BYTES: usize = 128 << 10;
 
+/// A leader commits up to this many groups in a row before handing over to the designated
+/// leader of the next one. Continuing is cheaper (this thread is running; a woken one must
+/// first be scheduled), handing over bounds the extra latency of the leader's own append.
+const LEADER_GROUPS_MAX: u32 = 16;
+
 const PENDING: u32 = 0;
 const DONE: u32 = 1;
 const FAILED: u32 = 2;
@@ -533,6 +538,7 @@ impl Commit {
     /// for a buffer-only group or no group at all.
     fn lead(&self, st: &mut MutexGuard<'_, State>, mut force: bool) {
         debug_assert!(st.leader_active);
+        let mut led = 0;
         loop {
             force |= std::mem::take(&mut st.flush_requested);
             let unsynced = st.written_lsn > st.durable_lsn;
@@ -551,13 +557,18 @@ impl Commit {
                 }
             }
             self.run_group(st, force);
+            led += 1;
             force = false;
             if st.refusal.is_some() {
                 st.leader_active = false;
                 self.space_cv.notify_all();
                 return;
             }
-            if st.open.records > 0 && st.open.has_waiters && st.open.leader_claimed {
+            if led >= LEADER_GROUPS_MAX
+                && st.open.records > 0
+                && st.open.has_waiters
+                && st.open.leader_claimed
+            {
                 // Hand over to the designated leader, which is asleep on its own word.
                 st.open.group.lead.store(1, Ordering::Release);
                 futex_wake_one(&st.open.group.lead);
@@ -769,14 +780,19 @@ impl Commit {
         }
     }
 
-    /// Counts a writer in or out of the log (for `commit_siblings`).
+    /// Counts a writer in or out of the log, for `commit_siblings`; free when `commit_delay`
+    /// is off (a shared counter touched by every append costs cache-line traffic).
     pub fn writer_enter(&self) {
-        self.active_writers.fetch_add(1, Ordering::Relaxed);
+        if self.opts.commit_delay.is_some() {
+            self.active_writers.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// See [`Commit::writer_enter`].
     pub fn writer_exit(&self) {
-        self.active_writers.fetch_sub(1, Ordering::Relaxed);
+        if self.opts.commit_delay.is_some() {
+            self.active_writers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The background thread: periodic syncs with jitter, and leading for `submit`.
