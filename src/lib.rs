@@ -9,7 +9,7 @@
 //! use groupwal::{Durability, Record, Wal, WalOptions};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let options = WalOptions::default().segment_bytes(1 << 20).record_bytes_max(64 << 10);
+//! let options = WalOptions::default().segment_bytes(1 << 20);
 //! let wal = Wal::open(dir.path(), options.clone())?;
 //! let receipt = wal.append(Record::new(b"hello").correlation_id(42u64))?;
 //! assert_eq!(receipt.lsn, 1);

@@ -88,6 +88,11 @@ impl<'a> PartialFrame<'a> {
         }
     }
 
+    /// The correlation id the frame carries.
+    pub fn correlation_id(&self) -> Option<CorrelationId> {
+        self.correlation_id
+    }
+
     /// The frame's size on disk.
     pub fn len(&self) -> usize {
         frame_len(self.payload.len(), self.correlation_id.is_some())

@@ -22,7 +22,7 @@
 //! written (outcome unknown) and the open group (poisoned), and wakes everyone.
 
 use crate::error::{Error, Result};
-use crate::format::{PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
 use crate::wal::record::{Durability, GroupEvent, Receipt};
@@ -124,7 +124,12 @@ impl Group {
     }
 
     /// The outcome for the record `lsn` of this (finished) group.
-    pub fn receipt(&self, lsn: u64, durability: Durability) -> Result<Receipt> {
+    pub fn receipt(
+        &self,
+        lsn: u64,
+        durability: Durability,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Receipt> {
         debug_assert!(self.is_done());
         match self.failure.get() {
             None => Ok(Receipt {
@@ -132,6 +137,7 @@ impl Group {
                 group_id: self.id,
                 group_records: self.records.load(Ordering::Relaxed),
                 durability,
+                correlation_id,
             }),
             Some(Failure::Unknown { kind, message }) => Err(Error::OutcomeUnknown {
                 group_id: self.id,
@@ -187,6 +193,11 @@ struct OpenGroup {
     leader_claimed: bool,
     /// Bytes of the group's first submission, for the small-leader rule.
     first_unit_bytes: usize,
+    /// When the first record joined (for the queue-wait histogram).
+    opened_at: Option<Instant>,
+    /// `(lsn, id)` of the records that carry a correlation id, kept only when someone
+    /// listens (a listener or the `tracing` feature).
+    ids: Vec<(u64, CorrelationId)>,
 }
 
 impl OpenGroup {
@@ -201,6 +212,8 @@ impl OpenGroup {
             has_waiters: false,
             leader_claimed: false,
             first_unit_bytes: 0,
+            opened_at: None,
+            ids: Vec::new(),
         }
     }
 }
@@ -302,6 +315,8 @@ pub(crate) struct CommitStats {
     pub sync_ns: Histogram,
     pub hold_ns: Histogram,
     pub commit_ns: Histogram,
+    pub queue_wait_ns: Histogram,
+    pub queue_depth: Histogram,
 }
 
 /// The write path of an open, writable log.
@@ -318,6 +333,13 @@ pub(crate) struct Commit {
     active_writers: AtomicUsize,
     pub segments: RwLock<Vec<Arc<Segment>>>,
     pub stats: CommitStats,
+    /// Keep correlation ids per group (someone listens).
+    track_ids: bool,
+    /// A record is sampled for per-record events when a hash of its LSN is below this.
+    sample_threshold: u64,
+    sample_seed: u64,
+    /// Where group events go: the listener thread. Taken (closed) by `close`.
+    events: Mutex<Option<crossbeam_channel::Sender<GroupEvent>>>,
 }
 
 /// Who leads when a submission needs a leader and none is active.
@@ -348,6 +370,7 @@ impl Commit {
         tail: u64,
         next_lsn: u64,
         next_segment_seq: u64,
+        events: Option<crossbeam_channel::Sender<GroupEvent>>,
     ) -> Commit {
         let active = segments
             .last()
@@ -355,7 +378,18 @@ impl Commit {
             .clone();
         let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
         let last = next_lsn - 1;
+        let track_ids = events.is_some() || cfg!(feature = "tracing");
+        // rate × 2^64, saturating: 1.0 samples everything, 0.0 nothing.
+        let sample_threshold = if opts.trace_sample_rate >= 1.0 {
+            u64::MAX
+        } else {
+            (opts.trace_sample_rate * 18_446_744_073_709_551_616.0) as u64
+        };
         Commit {
+            track_ids,
+            sample_threshold,
+            sample_seed: splitmix64(seed ^ 0x5eed),
+            events: Mutex::new(events),
             dir,
             storage,
             state: Mutex::new(State {
@@ -468,6 +502,7 @@ impl Commit {
             if st.open.records == 0 {
                 st.open.first_unit_bytes = remaining_bytes;
                 st.open.first_lsn = st.next_lsn;
+                st.open.opened_at = Some(Instant::now());
             }
             let salt = st.active.header.salt;
             loop {
@@ -476,6 +511,9 @@ impl Commit {
                 let frame = &frames[i];
                 frame.finish_into(lsn, salt, &mut st.open.buf);
                 st.open.records += 1;
+                if let (true, Some(id)) = (self.track_ids, frame.correlation_id()) {
+                    st.open.ids.push((lsn, id));
+                }
                 remaining_bytes -= frame.len();
                 on_join(Joined {
                     index: indices[i],
@@ -596,14 +634,31 @@ impl Commit {
         } else {
             (st.durable_lsn + 1, st.written_lsn)
         };
+        let queue_wait = open.opened_at.map_or(Duration::ZERO, |t| t.elapsed());
+        self.stats
+            .queue_depth
+            .record(records as u64 + st.space_waiters as u64);
         if st.space_waiters > 0 {
             self.space_cv.notify_all();
         }
         let group = open.group;
         let mut buf = open.buf;
         let bytes = buf.len();
+        let group_id = group.id;
+        #[cfg(feature = "tracing")]
+        let span = tracing::debug_span!(
+            "group_commit",
+            group_id,
+            first_lsn,
+            last_lsn,
+            records,
+            bytes,
+            synced = sync
+        );
 
         let (result, write_time, sync_time) = MutexGuard::unlocked(st, || {
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
             let t0 = Instant::now();
             let mut result = if bytes > 0 {
                 segment.file.write_all_at(&buf, offset)
@@ -638,6 +693,9 @@ impl Commit {
             self.stats.sync_ns.record(sync_time.as_nanos() as u64);
         }
         self.stats.hold_ns.record(hold.as_nanos() as u64);
+        self.stats
+            .queue_wait_ns
+            .record(queue_wait.as_nanos() as u64);
         let error = match result {
             Ok(()) => {
                 st.written_lsn = last_lsn.max(st.written_lsn);
@@ -662,19 +720,72 @@ impl Commit {
                 Some(message)
             }
         };
-        if let Some(listener) = &self.opts.listener {
-            let event = GroupEvent {
-                group_id: id,
+        if self.track_ids {
+            self.emit(GroupEvent {
+                group_id,
                 first_lsn,
                 last_lsn,
                 records,
                 bytes: bytes as u64,
                 synced: sync,
+                queue_wait,
                 write_time,
                 sync_time,
+                correlation_ids: self.sample_ids(open.ids, error.is_some()),
                 error,
-            };
-            MutexGuard::unlocked(st, || listener.on_group(&event));
+            });
+        }
+    }
+
+    /// The ids an event reports: all of a failed group's, a sample of a committed one's.
+    fn sample_ids(
+        &self,
+        mut ids: Vec<(u64, CorrelationId)>,
+        failed: bool,
+    ) -> Vec<(u64, CorrelationId)> {
+        if !failed {
+            ids.retain(|&(lsn, _)| self.sampled(lsn));
+        }
+        ids
+    }
+
+    /// Whether per-record events are emitted for `lsn`: a deterministic hash of the LSN
+    /// under `trace_sample_rate`, so no state is shared between writers.
+    fn sampled(&self, lsn: u64) -> bool {
+        self.sample_threshold == u64::MAX
+            || splitmix64(lsn ^ self.sample_seed) < self.sample_threshold
+    }
+
+    /// Hands a group's event to the listener thread and to `tracing`. Never called with
+    /// the state lock's critical work pending: the group's writers are already woken.
+    fn emit(&self, event: GroupEvent) {
+        #[cfg(feature = "tracing")]
+        {
+            match &event.error {
+                Some(error) => tracing::error!(
+                    group_id = event.group_id,
+                    first_lsn = event.first_lsn,
+                    last_lsn = event.last_lsn,
+                    error = %error,
+                    "group failed"
+                ),
+                None => tracing::debug!(
+                    group_id = event.group_id,
+                    records = event.records,
+                    bytes = event.bytes,
+                    write_us = event.write_time.as_micros() as u64,
+                    sync_us = event.sync_time.as_micros() as u64,
+                    "group committed"
+                ),
+            }
+            for (lsn, id) in &event.correlation_ids {
+                tracing::trace!(group_id = event.group_id, lsn, correlation_id = %id, "record");
+            }
+        }
+        if let Some(tx) = &*self.events.lock() {
+            // Blocks only if the listener is 1024 events behind (backpressure); fails only
+            // if the listener thread died (a panicking listener), which loses its events.
+            let _ = tx.send(event);
         }
     }
 
@@ -694,9 +805,26 @@ impl Commit {
             let next_lsn = st.next_lsn;
             let spare = st.spare.pop().unwrap_or_default();
             let mut open = std::mem::replace(&mut st.open, OpenGroup::new(id, spare, next_lsn));
-            open.group.finish(Some(Failure::Refused(refusal)));
+            open.group.finish(Some(Failure::Refused(refusal.clone())));
             open.buf.clear();
             st.spare.push(open.buf);
+            if open.records > 0 {
+                self.stats.failed_groups.add(1);
+                let error = refusal.error().to_string();
+                self.emit(GroupEvent {
+                    group_id: open.group.id,
+                    first_lsn: open.first_lsn,
+                    last_lsn: open.first_lsn + open.records as u64 - 1,
+                    records: open.records,
+                    bytes: 0,
+                    synced: false,
+                    queue_wait: open.opened_at.map_or(Duration::ZERO, |t| t.elapsed()),
+                    write_time: Duration::ZERO,
+                    sync_time: Duration::ZERO,
+                    correlation_ids: open.ids,
+                    error: Some(error),
+                });
+            }
         }
         self.space_cv.notify_all();
         self.background_cv.notify_all();
@@ -858,6 +986,22 @@ impl Commit {
         self.fail_open_group(&mut st);
         st.stop = true;
         self.background_cv.notify_all();
+        drop(st);
+        // Closing the channel ends the listener thread once it has seen every event.
+        self.events.lock().take();
         result
     }
+
+    /// Whether an IO failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(self.state.lock().refusal, Some(RefusalKind::Poisoned(_)))
+    }
+}
+
+/// SplitMix64: a fast, well-mixed 64-bit hash (Steele, Lea and Flood 2014).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

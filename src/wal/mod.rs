@@ -15,7 +15,7 @@ pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, Ticket}
 pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
 
 use crate::error::{Error, Result};
-use crate::format::{PartialFrame, SegmentHeader};
+use crate::format::{CorrelationId, PartialFrame, SegmentHeader};
 use crate::io::DirLock;
 use crate::stats::HistogramSnapshot;
 use commit::{Commit, Joined, LeadMode};
@@ -28,6 +28,24 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// Group events queued for the listener thread before commits wait for it.
+const EVENT_QUEUE_LEN: usize = 1024;
+
+/// Each thread times one blocking append in this many: two clock reads and a shared
+/// histogram update per append would cost more than the rest of the statistics together.
+const COMMIT_LATENCY_SAMPLE_EVERY: u32 = 8;
+
+/// Whether this append is one whose latency is measured (the first of every
+/// [`COMMIT_LATENCY_SAMPLE_EVERY`] on this thread).
+fn sample_commit_latency() -> bool {
+    thread_local!(static APPENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    APPENDS.with(|n| {
+        let v = n.get();
+        n.set(v.wrapping_add(1));
+        v % COMMIT_LATENCY_SAMPLE_EVERY == 0
+    })
+}
+
 /// A write-ahead log. `Send + Sync`: share it between threads (by reference or in an `Arc`);
 /// concurrent appends are committed together, one write and one `fdatasync` per group.
 ///
@@ -37,8 +55,10 @@ pub struct Wal {
     commit: Arc<Commit>,
     read_only: bool,
     report: RecoveryReport,
-    background: Mutex<Option<JoinHandle<()>>>,
-    _lock: Box<dyn DirLock>,
+    /// The background sync thread and, with a listener, the event thread.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The directory lock, released by `close` so another handle can open the log.
+    lock: Mutex<Option<Box<dyn DirLock>>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -77,8 +97,16 @@ pub struct WalStats {
     pub sync_ns: HistogramSnapshot,
     /// Time each group held the sync stream (write + sync): what `lock_hold_max` bounds.
     pub hold_ns: HistogramSnapshot,
-    /// Time from a blocking append's start to its acknowledgement.
+    /// Time from a blocking append's start to its acknowledgement (`Sync` and `Flush`),
+    /// measured on one append in eight per thread.
     pub commit_ns: HistogramSnapshot,
+    /// Time each group's first record waited before the group was taken for writing.
+    pub queue_wait_ns: HistogramSnapshot,
+    /// Records waiting in memory (the group taken plus writers blocked on a full group)
+    /// each time a group is taken.
+    pub queue_depth: HistogramSnapshot,
+    /// Whether an IO failure poisoned the handle.
+    pub poisoned: bool,
 }
 
 impl Wal {
@@ -163,6 +191,22 @@ impl Wal {
                 next_segment_seq += 1;
             }
         }
+        let (events, listener_thread) = match (&options.listener, read_only) {
+            (Some(listener), false) => {
+                let (tx, rx) = crossbeam_channel::bounded::<GroupEvent>(EVENT_QUEUE_LEN);
+                let listener = listener.clone();
+                let handle = std::thread::Builder::new()
+                    .name("groupwal-events".into())
+                    .spawn(move || {
+                        for event in rx {
+                            listener.on_group(&event);
+                        }
+                    })
+                    .map_err(|e| Error::io("start listener thread", dir, e))?;
+                (Some(tx), Some(handle))
+            }
+            _ => (None, None),
+        };
         let commit = Arc::new(Commit::new(
             dir.to_path_buf(),
             storage,
@@ -171,6 +215,7 @@ impl Wal {
             tail,
             recovered.next_lsn,
             next_segment_seq,
+            events,
         ));
         let background = if read_only {
             None
@@ -187,8 +232,8 @@ impl Wal {
             commit,
             read_only,
             report: recovered.report,
-            background: Mutex::new(background),
-            _lock: lock,
+            threads: Mutex::new(background.into_iter().chain(listener_thread).collect()),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -211,7 +256,7 @@ impl Wal {
     }
 
     fn validate<'a>(&self, record: &Record<'a>) -> Result<PartialFrame<'a>> {
-        let max = self.commit.opts.record_bytes_max;
+        let max = self.commit.opts.effective_record_bytes_max();
         if record.payload.len() > max {
             self.commit.stats.rejected.add(1);
             return Err(Error::RecordTooLarge {
@@ -227,7 +272,7 @@ impl Wal {
     /// Concurrent callers share groups: one write and (for `Sync`) one `fdatasync` each.
     pub fn append(&self, record: Record<'_>) -> Result<Receipt> {
         self.check_writable()?;
-        let start = Instant::now();
+        let start = sample_commit_latency().then(Instant::now);
         let frame = self.validate(&record)?;
         self.commit.writer_enter();
         let mut joined = None;
@@ -240,31 +285,39 @@ impl Wal {
         );
         self.commit.writer_exit();
         let result = match (joined, error) {
-            (Some(j), _) => self.finish(j, record.durability),
+            (Some(j), _) => self.finish(j, record.durability, record.correlation_id),
             (None, Some(e)) => Err(e),
             (None, None) => unreachable!("join either joins the record or says why not"),
         };
-        if result.is_ok() && record.durability != Durability::Buffer {
-            self.commit
-                .stats
-                .commit_ns
-                .record(start.elapsed().as_nanos() as u64);
+        if let (Some(start), true) = (start, result.is_ok()) {
+            if record.durability != Durability::Buffer {
+                self.commit
+                    .stats
+                    .commit_ns
+                    .record(start.elapsed().as_nanos() as u64);
+            }
         }
         result
     }
 
     /// Waits for a joined record's group (not for `Buffer`) and builds its receipt.
-    fn finish(&self, j: Joined, durability: Durability) -> Result<Receipt> {
+    fn finish(
+        &self,
+        j: Joined,
+        durability: Durability,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Receipt> {
         if durability == Durability::Buffer {
             return Ok(Receipt {
                 lsn: j.lsn,
                 group_id: j.group.id,
                 group_records: j.records_at_join,
                 durability,
+                correlation_id,
             });
         }
         j.group.wait(None);
-        j.group.receipt(j.lsn, durability)
+        j.group.receipt(j.lsn, durability, correlation_id)
     }
 
     /// Appends records, each validated alone: an invalid one (too large, …) gets its own
@@ -301,7 +354,8 @@ impl Wal {
         self.commit.writer_exit();
         for j in joined {
             let index = j.index;
-            results[index] = Some(self.finish(j, durability));
+            let id = records[index].correlation_id;
+            results[index] = Some(self.finish(j, durability, id));
         }
         results
             .into_iter()
@@ -345,6 +399,7 @@ impl Wal {
                 lsn: j.lsn,
                 durability: record.durability,
                 records_at_join: j.records_at_join,
+                correlation_id: record.correlation_id,
             }),
             (None, Some(e)) => Err(e),
             (None, None) => unreachable!("join either joins the record or says why not"),
@@ -433,21 +488,28 @@ impl Wal {
             sync_ns: s.sync_ns.snapshot(),
             hold_ns: s.hold_ns.snapshot(),
             commit_ns: s.commit_ns.snapshot(),
+            queue_wait_ns: s.queue_wait_ns.snapshot(),
+            queue_depth: s.queue_depth.snapshot(),
+            poisoned: self.commit.is_poisoned(),
         }
     }
 
     /// Writes and syncs everything queued, then refuses further appends with
-    /// [`Error::Closed`]. Returns the poisoning error if an earlier IO failure poisoned the
-    /// log. Calling it again is harmless.
+    /// [`Error::Closed`] and releases the directory lock, so another handle may open the
+    /// log. Returns the poisoning error if an earlier IO failure poisoned the log. Calling it
+    /// again is harmless.
     pub fn close(&self) -> Result<()> {
         if self.read_only {
+            self.lock.lock().take();
             return Ok(());
         }
         let result = self.commit.close();
-        if let Some(handle) = self.background.lock().take() {
-            // The thread only exits its loop; it cannot panic on IO errors.
+        for handle in self.threads.lock().drain(..) {
+            // The sync thread cannot panic on IO errors; a panicking listener has already
+            // lost its events, and its panic is not the caller's error.
             let _ = handle.join();
         }
+        self.lock.lock().take();
         result
     }
 

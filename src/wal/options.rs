@@ -28,7 +28,8 @@ pub enum RecoveryMode {
 pub struct WalOptions {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) segment_bytes: u64,
-    pub(crate) record_bytes_max: usize,
+    /// `None`: the default, 16 MiB or what fits in a segment, whichever is smaller.
+    pub(crate) record_bytes_max: Option<usize>,
     pub(crate) preallocation: Preallocation,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) group_bytes_max: usize,
@@ -40,6 +41,7 @@ pub struct WalOptions {
     pub(crate) sync_interval_jitter: Duration,
     pub(crate) seed: Option<u64>,
     pub(crate) listener: Option<Arc<dyn GroupListener>>,
+    pub(crate) trace_sample_rate: f64,
 }
 
 /// Smallest allowed segment.
@@ -55,7 +57,7 @@ impl Default for WalOptions {
         WalOptions {
             storage: StdStorage::shared(),
             segment_bytes: 64 << 20,
-            record_bytes_max: 16 << 20,
+            record_bytes_max: None,
             preallocation: Preallocation::default(),
             recovery_mode: RecoveryMode::default(),
             group_bytes_max: 1 << 20,
@@ -67,6 +69,7 @@ impl Default for WalOptions {
             sync_interval_jitter: Duration::from_millis(20),
             seed: None,
             listener: None,
+            trace_sample_rate: 0.01,
         }
     }
 }
@@ -88,6 +91,7 @@ impl fmt::Debug for WalOptions {
             .field("sync_interval_jitter", &self.sync_interval_jitter)
             .field("seed", &self.seed)
             .field("listener", &self.listener.is_some())
+            .field("trace_sample_rate", &self.trace_sample_rate)
             .finish()
     }
 }
@@ -107,11 +111,25 @@ impl WalOptions {
     }
 
     /// Largest record payload accepted; larger records fail alone with
-    /// [`Error::RecordTooLarge`]. Default: 16 MiB. Range: 1 byte to 1 GiB, and at most the
-    /// segment size less its header and one frame header.
+    /// [`Error::RecordTooLarge`]. Default: 16 MiB, or the most that fits in a segment if
+    /// that is less. Range: 1 byte to 1 GiB, and at most the segment size less its header
+    /// and one frame header.
     pub fn record_bytes_max(mut self, v: usize) -> Self {
-        self.record_bytes_max = v;
+        self.record_bytes_max = Some(v);
         self
+    }
+
+    /// Room for one record's payload in a segment: its size less the segment header and
+    /// the largest frame header.
+    fn segment_room(&self) -> u64 {
+        self.segment_bytes
+            .saturating_sub((SEGMENT_HEADER_BYTES + FRAME_OVERHEAD_MAX) as u64)
+    }
+
+    /// The record size limit in force.
+    pub(crate) fn effective_record_bytes_max(&self) -> usize {
+        self.record_bytes_max
+            .unwrap_or_else(|| (16 << 20).min(self.segment_room() as usize))
     }
 
     /// How new segments reserve their space. Default: [`Preallocation::ZeroFill`] (see
@@ -182,9 +200,19 @@ impl WalOptions {
         self
     }
 
-    /// A listener told about every committed or failed group. Default: none.
+    /// A listener told about every committed or failed group, on a thread of its own.
+    /// Default: none.
     pub fn listener(mut self, v: Option<Arc<dyn GroupListener>>) -> Self {
         self.listener = v;
+        self
+    }
+
+    /// Share of records whose correlation ids are reported per record (in
+    /// [`GroupEvent::correlation_ids`](crate::GroupEvent) and `tracing` events); a failed
+    /// group reports all of its ids. Sampling hashes the LSN, so it needs no shared state.
+    /// Default: 0.01. Range: 0.0 to 1.0.
+    pub fn trace_sample_rate(mut self, v: f64) -> Self {
+        self.trace_sample_rate = v;
         self
     }
 
@@ -202,17 +230,18 @@ impl WalOptions {
                 ),
             );
         }
-        let room = self.segment_bytes - (SEGMENT_HEADER_BYTES + FRAME_OVERHEAD_MAX) as u64;
-        if self.record_bytes_max == 0
-            || self.record_bytes_max > RECORD_BYTES_MAX
-            || self.record_bytes_max as u64 > room
+        let room = self.segment_room();
+        let record_bytes_max = self.effective_record_bytes_max();
+        if record_bytes_max == 0
+            || record_bytes_max > RECORD_BYTES_MAX
+            || record_bytes_max as u64 > room
         {
             return bad(
                 "record_bytes_max",
                 format!(
                     "{} must be at least 1, at most {RECORD_BYTES_MAX}, and fit in one segment \
                      ({room} bytes with segment_bytes = {})",
-                    self.record_bytes_max, self.segment_bytes
+                    record_bytes_max, self.segment_bytes
                 ),
             );
         }
@@ -249,6 +278,12 @@ impl WalOptions {
             return bad(
                 "sync_interval",
                 format!("{:?} is outside 1ms..=1h", self.sync_interval),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_rate) {
+            return bad(
+                "trace_sample_rate",
+                format!("{} is outside 0.0..=1.0", self.trace_sample_rate),
             );
         }
         if self.sync_interval_jitter > self.sync_interval {

@@ -54,6 +54,16 @@ impl<'a> Record<'a> {
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
+
+    /// The correlation id, if set.
+    pub fn get_correlation_id(&self) -> Option<CorrelationId> {
+        self.correlation_id
+    }
+
+    /// The durability.
+    pub fn get_durability(&self) -> Durability {
+        self.durability
+    }
 }
 
 impl<'a> From<&'a [u8]> for Record<'a> {
@@ -74,6 +84,8 @@ pub struct Receipt {
     pub group_records: u32,
     /// The durability the record was appended with.
     pub durability: Durability,
+    /// The correlation id the record was appended with.
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// A record submitted without waiting; [`Ticket::wait`] returns its receipt.
@@ -83,6 +95,7 @@ pub struct Ticket {
     pub(crate) lsn: u64,
     pub(crate) durability: Durability,
     pub(crate) records_at_join: u32,
+    pub(crate) correlation_id: Option<CorrelationId>,
 }
 
 impl Ticket {
@@ -108,6 +121,7 @@ impl Ticket {
             group_id: self.group.id,
             group_records: self.records_at_join,
             durability: self.durability,
+            correlation_id: self.correlation_id,
         }
     }
 
@@ -117,7 +131,8 @@ impl Ticket {
             return Ok(self.buffered_receipt());
         }
         self.group.wait(None);
-        self.group.receipt(self.lsn, self.durability)
+        self.group
+            .receipt(self.lsn, self.durability, self.correlation_id)
     }
 
     /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
@@ -126,7 +141,9 @@ impl Ticket {
             return Ok(Some(self.buffered_receipt()));
         }
         if self.group.wait(Some(timeout)) {
-            self.group.receipt(self.lsn, self.durability).map(Some)
+            self.group
+                .receipt(self.lsn, self.durability, self.correlation_id)
+                .map(Some)
         } else {
             Ok(None)
         }
@@ -135,6 +152,7 @@ impl Ticket {
 
 /// What a [`GroupListener`] is told about one group.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GroupEvent {
     /// The group's id.
     pub group_id: u64,
@@ -148,17 +166,22 @@ pub struct GroupEvent {
     pub bytes: u64,
     /// Whether the group ended with an `fdatasync`.
     pub synced: bool,
+    /// How long the group's first record waited before the group was taken for writing.
+    pub queue_wait: std::time::Duration,
     /// Time spent in the write.
     pub write_time: Duration,
     /// Time spent in the `fdatasync`.
     pub sync_time: Duration,
+    /// `(lsn, correlation id)` of the group's records that carry an id: a sample (see
+    /// `WalOptions::trace_sample_rate`) of a committed group's, all of a failed group's.
+    pub correlation_ids: Vec<(u64, CorrelationId)>,
     /// The error that failed the group, if it failed.
     pub error: Option<String>,
 }
 
-/// Told about every group the log commits or fails, once, in group order. Called on the
-/// committing thread after the group's writers have been released: keep it short (count,
-/// log, or forward to a channel).
+/// Told about every group the log commits or fails, once, in group order. Called on a
+/// thread of the log's own, off the commit path; if it falls 1024 groups behind, commits
+/// wait for it. A panicking listener stops receiving events; the log goes on.
 pub trait GroupListener: Send + Sync {
     /// One group finished.
     fn on_group(&self, event: &GroupEvent);
