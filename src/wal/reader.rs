@@ -89,7 +89,10 @@ impl WalReader {
         } else {
             let have = match &self.window {
                 Window::Read { start, bytes } => {
-                    self.offset >= *start && self.offset + need as u64 <= start + bytes.len() as u64
+                    // Saturating: `need` is usize::MAX when stepping over a salvaged range
+                    // ("all that remains").
+                    self.offset >= *start
+                        && self.offset.saturating_add(need as u64) <= start + bytes.len() as u64
                 }
                 _ => false,
             };
