@@ -378,6 +378,9 @@ impl Commit {
             .clone();
         let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
         let last = next_lsn - 1;
+        // Group buffers grow to what groups need; a large group_bytes_max reserves nothing
+        // up front.
+        let initial_buffer = opts.group_bytes_max.min(256 << 10);
         let track_ids = events.is_some() || cfg!(feature = "tracing");
         // rate × 2^64, saturating: 1.0 samples everything, 0.0 nothing.
         let sample_threshold = if opts.trace_sample_rate >= 1.0 {
@@ -394,7 +397,7 @@ impl Commit {
             storage,
             state: Mutex::new(State {
                 next_lsn,
-                open: OpenGroup::new(1, Vec::with_capacity(opts.group_bytes_max), next_lsn),
+                open: OpenGroup::new(1, Vec::with_capacity(initial_buffer), next_lsn),
                 leader_active: false,
                 rotating: false,
                 active,
@@ -407,7 +410,7 @@ impl Commit {
                 flush_requested: false,
                 kick: false,
                 stop: false,
-                spare: vec![Vec::with_capacity(opts.group_bytes_max)],
+                spare: vec![Vec::with_capacity(initial_buffer)],
                 space_waiters: 0,
                 cost: CostModel::new(),
                 rng: fastrand::Rng::with_seed(seed),

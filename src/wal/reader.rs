@@ -89,7 +89,10 @@ impl WalReader {
         } else {
             let have = match &self.window {
                 Window::Read { start, bytes } => {
-                    self.offset >= *start && self.offset + need as u64 <= start + bytes.len() as u64
+                    // Saturating: `need` is usize::MAX when stepping over a salvaged range
+                    // ("all that remains").
+                    self.offset >= *start
+                        && self.offset.saturating_add(need as u64) <= start + bytes.len() as u64
                 }
                 _ => false,
             };
@@ -155,6 +158,14 @@ impl WalReader {
                 (frame.lsn, frame.frame_len, record)
             });
             match decoded {
+                // A frame whose LSN is below the next expected one is stale (left from an
+                // earlier write at this offset): not a record. Gaps above it are ranges an
+                // earlier salvage skipped.
+                Ok((lsn, _, _)) if lsn < self.next_lsn => {
+                    if !self.resync(salt)? {
+                        return Ok(None);
+                    }
+                }
                 Ok((lsn, frame_len, record)) => {
                     if lsn > last_lsn {
                         return Ok(None);
@@ -172,19 +183,26 @@ impl WalReader {
                 }
                 Err(_) => {
                     // Recovery accepted this log, so a bad frame before the last written LSN
-                    // is a range an earlier salvage skipped: resume at the next valid frame.
-                    let next_lsn = self.next_lsn;
-                    let rest = self.bytes_at(usize::MAX)?;
-                    match find_valid_frame(rest, 1, salt, next_lsn) {
-                        Some((skip, _)) => self.offset += skip as u64,
-                        None => {
-                            if !self.next_segment() {
-                                return Ok(None);
-                            }
-                        }
+                    // is a range an earlier salvage skipped.
+                    if !self.resync(salt)? {
+                        return Ok(None);
                     }
                 }
             }
+        }
+    }
+
+    /// Resumes at the next valid frame of the current segment with an LSN at or above the
+    /// next expected one, or at the next segment; false at the end of the log.
+    fn resync(&mut self, salt: u64) -> Result<bool> {
+        let next_lsn = self.next_lsn;
+        let rest = self.bytes_at(usize::MAX)?;
+        match find_valid_frame(rest, 1, salt, next_lsn) {
+            Some((skip, _)) => {
+                self.offset += skip as u64;
+                Ok(true)
+            }
+            None => Ok(self.next_segment()),
         }
     }
 }

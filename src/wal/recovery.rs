@@ -12,7 +12,9 @@
 //!   continues after them. Skipped LSNs are never reused.
 
 use crate::error::{Error, Result};
-use crate::format::{decode_frame, peek_lsn, FrameError, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::format::{
+    decode_frame, peek_frame_len, peek_lsn, FrameError, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 use crate::io::{OpenMode, Storage};
 use crate::wal::segment::{parse_segment_file_name, Segment, TMP_SUFFIX};
 use crate::wal::RecoveryMode;
@@ -142,6 +144,32 @@ pub(crate) fn find_valid_frame(
         let frame = decode_frame(&bytes[q..], salt).ok()?;
         Some((q, frame.lsn))
     })
+}
+
+/// One past the highest LSN of the frames of a segment whose header is unusable (so its salt
+/// is unknown and no checksum can be verified), or `min_lsn` if none is found: walks the
+/// chain of frames from the first one by their lengths while the LSNs go up by one from a
+/// value in `[min_lsn, min_lsn + LSN_SEARCH_WINDOW)`. Header damage leaves the frames
+/// intact, so the walk finds them all; over garbage it stops at once or overestimates, and
+/// a gap in the LSNs is harmless where a reused LSN is not.
+fn lsn_after_frames(bytes: &[u8], min_lsn: u64) -> u64 {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut next = None::<u64>;
+    while let (Some(lsn), Some(len)) = (
+        bytes.get(offset..).and_then(peek_lsn),
+        bytes.get(offset..).and_then(peek_frame_len),
+    ) {
+        let plausible = match next {
+            None => lsn >= min_lsn && lsn - min_lsn < LSN_SEARCH_WINDOW,
+            Some(n) => lsn == n,
+        };
+        if !plausible || len > bytes.len() - offset {
+            break;
+        }
+        next = Some(lsn.saturating_add(1));
+        offset += len;
+    }
+    next.unwrap_or(min_lsn)
 }
 
 /// Offset just past the last non-zero byte at or after `from` (or `from`).
@@ -367,6 +395,8 @@ impl Recovery<'_> {
         };
         // Set when the LSN may jump at the next segment (a skipped or missing segment).
         let mut lsn_gap_allowed = false;
+        // The lowest next LSN that reuses none held by a skipped segment.
+        let mut lsn_floor = 1;
         let last_seq = seqs.last().copied();
 
         for &seq in &seqs {
@@ -402,6 +432,11 @@ impl Recovery<'_> {
                     };
                     self.bad_segment(seq, &bytes, reason)?;
                     lsn_gap_allowed = true;
+                    // Its header cannot say which LSNs it held; its frames can. A later
+                    // segment's header moves past them anyway, but if none follows, the next
+                    // record must not reuse them.
+                    let expected = next_lsn.unwrap_or(1);
+                    lsn_floor = lsn_floor.max(lsn_after_frames(&bytes, expected));
                     continue;
                 }
             };
@@ -418,9 +453,11 @@ impl Recovery<'_> {
                     ));
                 }
             }
-            lsn_gap_allowed = false;
             let is_last = Some(seq) == last_seq;
-            let (end, lsn) = self.scan_segment(seq, &bytes, header, is_last)?;
+            let (end, lsn, skipped_tail) = self.scan_segment(seq, &bytes, header, is_last)?;
+            // Records in a skipped range at the end of a segment are gone: the next segment
+            // starts after them.
+            lsn_gap_allowed = skipped_tail;
             self.report.segments += 1;
             drop(bytes);
             if is_last {
@@ -435,7 +472,7 @@ impl Recovery<'_> {
             next_segment_seq: last_seq.map_or(1, |s| s + 1),
             segments,
             tail_offset,
-            next_lsn: next_lsn.unwrap_or(1),
+            next_lsn: next_lsn.unwrap_or(1).max(lsn_floor),
             report: self.report,
         })
     }
@@ -452,8 +489,8 @@ impl Recovery<'_> {
         };
         self.damage(range, bytes, Skip::Segment { seq })?;
         if self.mode == RecoveryMode::Salvage && self.writable {
-            // The copy is in quarantine; take the segment out of the log so the sequence
-            // number can be reused by the next segment.
+            // The copy is in quarantine; take the file out of the log directory so no later
+            // open trips over its header. New segments still get higher sequence numbers.
             let path = self.dir.join(crate::wal::segment::segment_file_name(seq));
             self.storage
                 .remove_file(&path)
@@ -465,14 +502,15 @@ impl Recovery<'_> {
         Ok(())
     }
 
-    /// Scans one segment; returns the end offset of its records and the next LSN.
+    /// Scans one segment; returns the end offset of its records, the next LSN, and whether
+    /// the segment ends in a damaged range that was skipped (so the LSN may jump after it).
     fn scan_segment(
         &mut self,
         seq: u64,
         bytes: &[u8],
         header: SegmentHeader,
         is_last: bool,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<(u64, u64, bool)> {
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut lsn = header.first_lsn;
         loop {
@@ -480,7 +518,7 @@ impl Recovery<'_> {
             self.report.records += records;
             self.report.bytes_scanned += (end - offset) as u64;
             match stop {
-                Stop::End => return Ok((end as u64, next)),
+                Stop::End => return Ok((end as u64, next, false)),
                 Stop::Corrupt {
                     reason,
                     resume_at,
@@ -520,7 +558,7 @@ impl Recovery<'_> {
                             len: range.len,
                         };
                         self.damage(range, &bytes[end..garbage_end as usize], skip)?;
-                        return Ok((end as u64, next));
+                        return Ok((end as u64, next, true));
                     }
                     if self.mode == RecoveryMode::Strict {
                         return Err(Error::TornTail {
@@ -533,7 +571,7 @@ impl Recovery<'_> {
                         self.quarantine(range.clone(), &bytes[end..garbage_end as usize], None)?;
                     }
                     self.report.torn_tail = Some(range);
-                    return Ok((end as u64, next));
+                    return Ok((end as u64, next, false));
                 }
             }
         }
