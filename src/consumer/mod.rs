@@ -563,19 +563,13 @@ impl<'a> Consumer<'a> {
     /// before they were processed) or, when `check_next` is set, past its next LSN.
     fn check_in_log(&self, check_next: bool) -> Result<()> {
         let first_lsn = self.wal.first_lsn();
-        let next_lsn = if check_next {
-            self.wal.next_lsn()
-        } else {
-            u64::MAX
-        };
         let cursor = self.state.next_lsn;
-        if cursor < first_lsn || cursor > next_lsn {
-            let next_lsn = self.wal.next_lsn();
+        if cursor < first_lsn || (check_next && cursor > self.wal.next_lsn()) {
             return Err(Error::CursorOutOfRange {
                 name: self.name.clone(),
                 cursor,
                 first_lsn,
-                next_lsn,
+                next_lsn: self.wal.next_lsn(),
             });
         }
         Ok(())
