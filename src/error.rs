@@ -113,6 +113,82 @@ pub enum Error {
     /// The in-memory queue is full (`try_submit`); try again later or use a blocking call.
     #[error("the commit queue is full; retry later or use a blocking append")]
     WouldBlock,
+
+    /// A consumer name that cannot name files; nothing was created.
+    #[error(
+        "invalid consumer name {name:?}: {reason}. Use 1 to 64 ASCII letters, digits, '_' or '-'"
+    )]
+    InvalidConsumerName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// No consumer of this name was ever opened on this log.
+    #[error(
+        "no consumer named {name:?} in this log (it has no dead-letter log); check the name, \
+         or open it with Wal::consumer first"
+    )]
+    UnknownConsumer {
+        /// The name given.
+        name: String,
+    },
+
+    /// Another handle, in this or another process, has this consumer open.
+    #[error(
+        "consumer {name:?} is open in another handle (in this or another process); drop or \
+         close that Consumer first, or use its own dead_letters and redrive methods"
+    )]
+    ConsumerLocked {
+        /// The consumer's name.
+        name: String,
+    },
+
+    /// A consumer's cursor file or dead-letter entry is damaged. Nothing was reset:
+    /// restarting the consumer from the start of the log would reprocess every record.
+    #[error(
+        "consumer state {path} is damaged: {reason}. Nothing was reset (that would reprocess \
+         the whole log); restore the file from a backup, or remove it deliberately to \
+         restart the consumer from its start position"
+    )]
+    ConsumerCorrupt {
+        /// The cursor file or dead-letter log.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A consumer's cursor points outside the log: records it had not processed were
+    /// removed by `truncate_before`, or the cursor belongs to another log.
+    #[error(
+        "the cursor of consumer {name:?} is at LSN {cursor}, outside the log's LSNs \
+         {first_lsn}..{next_lsn}: records it had not processed were truncated away, or the \
+         cursor belongs to another log. Truncate only below every consumer's cursor; remove \
+         consumers/{name}.cursor to restart the consumer from its start position"
+    )]
+    CursorOutOfRange {
+        /// The consumer's name.
+        name: String,
+        /// The cursor: the next LSN it would process.
+        cursor: u64,
+        /// The oldest LSN in the log.
+        first_lsn: u64,
+        /// The LSN the log's next record will get.
+        next_lsn: u64,
+    },
+
+    /// A batch was committed after a later poll replaced it (or it was committed already).
+    #[error(
+        "the batch of LSNs {first_lsn}..={last_lsn} was already committed or replaced by a \
+         later poll, which delivers its records again; commit each batch once, before polling"
+    )]
+    StaleBatch {
+        /// First LSN the batch covered.
+        first_lsn: u64,
+        /// Last LSN the batch covered.
+        last_lsn: u64,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -130,6 +206,9 @@ impl Error {
     /// True for errors that say the log's bytes are damaged (as opposed to IO failures or
     /// invalid input).
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. } | Error::TornTail { .. })
+        matches!(
+            self,
+            Error::Corruption { .. } | Error::TornTail { .. } | Error::ConsumerCorrupt { .. }
+        )
     }
 }

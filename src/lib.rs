@@ -3,7 +3,8 @@
 //! Many threads append; concurrent records are collected into one sequential write and one
 //! `fdatasync` per group, and each writer gets back its own [`Receipt`] (LSN and group id)
 //! or its own error. Records are CRC-framed in preallocated segments; recovery cuts a torn
-//! tail, refuses mid-log corruption, and can salvage.
+//! tail, refuses mid-log corruption, and can salvage. [`Wal::consumer`] reads the log in
+//! batches with a durable cursor, retries and a dead-letter log (see [`consumer`]).
 //!
 //! ```
 //! use groupwal::{Durability, Record, Wal, WalOptions};
@@ -26,12 +27,17 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod consumer;
 mod error;
 pub mod format;
 pub mod io;
 pub mod stats;
 pub mod wal;
 
+pub use consumer::{
+    Batch, Consumer, ConsumerMetrics, ConsumerOptions, DeadLetter, DeadLetterCause, Outcome,
+    Redriven,
+};
 pub use error::{Error, Result};
 pub use format::CorrelationId;
 pub use wal::{

@@ -247,7 +247,7 @@ impl Wal {
         &self.report
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {
             Err(Error::ReadOnly)
         } else {
@@ -438,6 +438,29 @@ impl Wal {
     pub fn read_from(&self, from_lsn: u64) -> WalReader {
         let (segments, written) = self.commit.read_snapshot();
         WalReader::new(segments, from_lsn, written)
+    }
+
+    /// A reader of the records durable now (they survive power loss), from `from_lsn`:
+    /// what consumers act on. Follow the log with [`Wal::extend_durable`].
+    pub(crate) fn read_durable_from(&self, from_lsn: u64) -> (WalReader, u64) {
+        // Read durable first: the snapshot taken after it reaches at least as far.
+        let durable = self.durable_lsn();
+        let (segments, _) = self.commit.read_snapshot();
+        (WalReader::new(segments, from_lsn, durable), durable)
+    }
+
+    /// Extends `reader` (made by [`Wal::read_durable_from`]) to the records durable now;
+    /// returns the last LSN it now reaches.
+    pub(crate) fn extend_durable(&self, reader: &mut WalReader) -> u64 {
+        let durable = self.durable_lsn();
+        let (segments, _) = self.commit.read_snapshot();
+        reader.extend(segments, durable);
+        durable
+    }
+
+    /// The options the log was opened with.
+    pub(crate) fn options(&self) -> &WalOptions {
+        &self.commit.opts
     }
 
     /// Removes, durably, every whole segment whose records all have LSNs below `lsn`. The

@@ -73,6 +73,25 @@ impl WalReader {
         }
     }
 
+    /// Continues the reader where it stopped, over a newer snapshot of the log's segments,
+    /// up to `last_lsn`: a consumer follows the log's head without rescanning its segment
+    /// from the start (which a new reader does to find its first LSN).
+    pub(crate) fn extend(&mut self, segments: Vec<Arc<Segment>>, last_lsn: u64) {
+        let current = self.segments.get(self.index).map(|s| s.seq());
+        match current.and_then(|seq| segments.iter().position(|s| s.seq() == seq)) {
+            Some(index) => {
+                self.index = index;
+                self.segments = segments;
+                // Cached bytes of the active segment may predate frames written since.
+                self.window = Window::None;
+                self.last_lsn = last_lsn;
+                self.done = false;
+            }
+            // The reader's segment was removed by truncation: start over from where it was.
+            None => *self = WalReader::new(segments, self.next_lsn.max(self.from_lsn), last_lsn),
+        }
+    }
+
     fn is_active(&self) -> bool {
         self.index + 1 == self.segments.len()
     }

@@ -367,9 +367,15 @@ impl Recovery<'_> {
         for name in &names {
             if let Some(seq) = parse_segment_file_name(name) {
                 seqs.push(seq);
-            } else if name.ends_with(TMP_SUFFIX) && self.writable {
+            } else if self.writable
+                && name
+                    .strip_suffix(TMP_SUFFIX)
+                    .and_then(parse_segment_file_name)
+                    .is_some()
+            {
                 // An interrupted segment creation: it was never renamed into place, so no
-                // record in it was ever acknowledged.
+                // record in it was ever acknowledged. Only names segment creation makes:
+                // other entries (consumer folders, a user's files) are not the log's.
                 let p = self.dir.join(name);
                 self.storage
                     .remove_file(&p)
