@@ -234,6 +234,13 @@ impl CostModel {
     /// Before any measurement: 1 ms fixed, 1 ns per byte (1 GB/s).
     const PRIOR_FIXED_NS: f64 = 1_000_000.0;
     const PRIOR_NS_PER_BYTE: f64 = 1.0;
+    /// Once fitted, an observation counts as at most this many times its prediction (or the
+    /// prior's fixed cost, if more): one stalled flush (a scheduler hiccup, a journal commit)
+    /// used to own the model for the next fifty groups, so that groups either stopped
+    /// batching or, with the slow-device limit of `Commit::hold_limit_ns`, ignored the
+    /// budget (tests/group_commit.rs, regression_one_stalled_flush_does_not_skew_groups).
+    /// A device that really slows down still moves the model, a few groups later.
+    const OUTLIER_FACTOR: f64 = 4.0;
 
     fn new() -> Self {
         CostModel {
@@ -246,7 +253,11 @@ impl CostModel {
     }
 
     fn observe(&mut self, bytes: usize, ns: u64) {
-        let (x, y) = (bytes as f64, ns as f64);
+        let (x, mut y) = (bytes as f64, ns as f64);
+        if self.n >= 2.0 {
+            let cap = (self.predict_ns(bytes) * Self::OUTLIER_FACTOR).max(Self::PRIOR_FIXED_NS);
+            y = y.min(cap);
+        }
         self.n = self.n * Self::DECAY + 1.0;
         self.sx = self.sx * Self::DECAY + x;
         self.sy = self.sy * Self::DECAY + y;
@@ -262,8 +273,12 @@ impl CostModel {
         let mean_x = self.sx / self.n;
         let mean_y = self.sy / self.n;
         let var_x = self.sxx / self.n - mean_x * mean_x;
-        // With groups of (nearly) one size the slope is unknowable: keep the prior's.
-        let slope = if var_x > 1.0 {
+        // With groups of (nearly) one size the slope is unknowable: keep the prior's. "Nearly"
+        // is relative: sizes a few bytes apart turn one slow flush into a slope of
+        // microseconds per byte (tests/group_commit.rs,
+        // regression_one_slow_flush_does_not_make_buffer_appends_sync).
+        let spread_min = (mean_x / 4.0).max(1.0);
+        let slope = if var_x > spread_min * spread_min {
             ((self.sxy / self.n - mean_x * mean_y) / var_x).max(0.0)
         } else {
             Self::PRIOR_NS_PER_BYTE
@@ -286,6 +301,8 @@ pub(crate) struct State {
     written_lsn: u64,
     durable_lsn: u64,
     refusal: Option<RefusalKind>,
+    /// `close` has begun: new records are refused while it drains the queued ones.
+    closing: bool,
     next_group_id: u64,
     /// The background thread wants the next leader cycle to sync, even for a buffer-only
     /// group or no group at all.
@@ -406,6 +423,7 @@ impl Commit {
                 written_lsn: last,
                 durable_lsn: last,
                 refusal: None,
+                closing: false,
                 next_group_id: 2,
                 flush_requested: false,
                 kick: false,
@@ -454,7 +472,23 @@ impl Commit {
             && bytes <= self.opts.group_bytes_max
             && (open.first_unit_bytes > SMALL_LEADER_BYTES
                 || bytes <= open.first_unit_bytes + SMALL_LEADER_BYTES)
-            && st.cost.predict_ns(bytes) <= self.opts.lock_hold_max.as_nanos() as f64
+            && st.cost.predict_ns(bytes) <= self.hold_limit_ns(&st.cost)
+    }
+
+    /// The predicted hold a group may reach: `lock_hold_max`, unless the fixed cost every
+    /// group pays (mostly the flush) alone reaches it. No group can meet the budget then, and
+    /// holding groups to it made every group one record: group commit turned off on a device
+    /// whose flush is slower than the budget (tests/group_commit.rs,
+    /// regression_slow_fdatasync_does_not_turn_group_commit_off). Such a group may add half
+    /// the budget to the fixed cost.
+    fn hold_limit_ns(&self, cost: &CostModel) -> f64 {
+        let budget = self.opts.lock_hold_max.as_nanos() as f64;
+        let fixed = cost.predict_ns(0);
+        if fixed < budget {
+            budget
+        } else {
+            fixed + budget / 2.0
+        }
     }
 
     /// Joins `frames` (already validated) to groups, in order, calling `on_join` for each,
@@ -475,6 +509,9 @@ impl Commit {
         while i < n {
             if let Some(r) = &st.refusal {
                 return Some(r.error());
+            }
+            if st.closing {
+                return Some(Error::Closed);
             }
             if st.rotating {
                 self.wait_space(&mut st);
@@ -622,10 +659,13 @@ impl Commit {
     /// its writers.
     fn run_group(&self, st: &mut MutexGuard<'_, State>, force_sync: bool) {
         let spare = st.spare.pop().unwrap_or_default();
-        let id = st.next_group_id;
+        let next_id = st.next_group_id;
         st.next_group_id += 1;
         let next_lsn = st.next_lsn;
-        let open = std::mem::replace(&mut st.open, OpenGroup::new(id, spare, next_lsn));
+        let open = std::mem::replace(&mut st.open, OpenGroup::new(next_id, spare, next_lsn));
+        // The group being written is the one taken, not the one that opens in its place:
+        // events and messages must name the id its receipts carry.
+        let group_id = open.group.id;
         let records = open.records;
         open.group.records.store(records, Ordering::Relaxed);
         let offset = st.tail;
@@ -647,7 +687,6 @@ impl Commit {
         let group = open.group;
         let mut buf = open.buf;
         let bytes = buf.len();
-        let group_id = group.id;
         #[cfg(feature = "tracing")]
         let span = tracing::debug_span!(
             "group_commit",
@@ -714,7 +753,7 @@ impl Commit {
             }
             Err(e) => {
                 let message = e.to_string();
-                self.poison(st, format!("group {id} failed: {message}"));
+                self.poison(st, format!("group {group_id} failed: {message}"));
                 self.stats.failed_groups.add(1);
                 group.finish(Some(Failure::Unknown {
                     kind: e.kind(),
@@ -736,6 +775,7 @@ impl Commit {
                 sync_time,
                 correlation_ids: self.sample_ids(open.ids, error.is_some()),
                 error,
+                refused: false,
             });
         }
     }
@@ -826,6 +866,7 @@ impl Commit {
                     sync_time: Duration::ZERO,
                     correlation_ids: open.ids,
                     error: Some(error),
+                    refused: true,
                 });
             }
         }
@@ -887,11 +928,13 @@ impl Commit {
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
         let mut st = self.state.lock();
+        // The barrier is what was appended before the call. Re-reading it on every turn let
+        // a steady stream of appends starve the caller for seconds.
+        let target = st.next_lsn - 1;
         loop {
             if let Some(r) = &st.refusal {
                 return Err(r.error());
             }
-            let target = st.next_lsn - 1;
             if st.durable_lsn >= target {
                 return Ok(());
             }
@@ -957,7 +1000,7 @@ impl Commit {
         }
     }
 
-    /// Drains and stops: writes and syncs everything queued, refuses new work, stops the
+    /// Drains and stops: refuses new records, writes and syncs everything queued, stops the
     /// background thread. Returns the poisoning error, if the log was poisoned.
     pub fn close(&self) -> Result<()> {
         let mut st = self.state.lock();
@@ -969,6 +1012,10 @@ impl Commit {
                 _ => Ok(()),
             };
         }
+        // Refuse new records first: records that joined while the final group was being
+        // written used to be acknowledged (`Buffer`) and then dropped with the open group.
+        st.closing = true;
+        self.space_cv.notify_all();
         while st.leader_active || st.rotating {
             self.wait_space(&mut st);
         }

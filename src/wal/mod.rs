@@ -517,10 +517,11 @@ impl Wal {
         }
     }
 
-    /// Writes and syncs everything queued, then refuses further appends with
-    /// [`Error::Closed`] and releases the directory lock, so another handle may open the
-    /// log. Returns the poisoning error if an earlier IO failure poisoned the log. Calling it
-    /// again is harmless.
+    /// Refuses new records with [`Error::Closed`] from the moment it is called, then writes
+    /// and syncs everything already queued: a concurrent append either succeeds and its
+    /// record is in the log, or fails with `Closed` and it is not. Returns the poisoning error
+    /// if an earlier IO failure poisoned the log, and releases the directory lock so another
+    /// handle may open the log. Calling it again is harmless.
     pub fn close(&self) -> Result<()> {
         if self.read_only {
             self.lock.lock().take();

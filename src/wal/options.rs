@@ -160,7 +160,11 @@ impl WalOptions {
 
     /// Budget for how long one group may hold the log's critical section (its write and
     /// `fdatasync`), predicted from the measured cost per byte; a group closes before its
-    /// prediction passes the budget. Default: 10 ms. Range: 100 µs to 10 s.
+    /// prediction passes the budget, and a single record that alone passes it forms a group
+    /// of its own. When the fixed cost every group pays (mostly the flush) alone reaches the
+    /// budget, so that no group could meet it, a group may add half the budget to that cost:
+    /// a device whose flush is slower than the budget still batches. Default: 10 ms. Range:
+    /// 100 µs to 10 s.
     pub fn lock_hold_max(mut self, v: Duration) -> Self {
         self.lock_hold_max = v;
         self

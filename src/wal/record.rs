@@ -177,6 +177,10 @@ pub struct GroupEvent {
     pub correlation_ids: Vec<(u64, CorrelationId)>,
     /// The error that failed the group, if it failed.
     pub error: Option<String>,
+    /// The group failed without being written: the log was poisoned (or closed) before its
+    /// turn, so its records are certainly not in the log. `false` for a group whose write or
+    /// `fdatasync` failed, whose records' outcome is unknown.
+    pub refused: bool,
 }
 
 /// Told about every group the log commits or fails, once, in group order. Called on a
