@@ -1,0 +1,948 @@
+//! `groupwal bench`: the disk's fdatasync ceiling, naive commits against group commit, and
+//! sweeps of the batching knobs, each point measured for a fixed time.
+//!
+//! The naive baseline is what an application without group commit does: one `pwrite` and one
+//! `fdatasync` per record, under a mutex, into a preallocated (zero-filled) file, so that it
+//! is compared fairly with groupwal's preallocated segments. Group commit is a [`Wal`] in a
+//! fresh directory with W threads calling [`Wal::append`].
+
+use super::report::{
+    self, BenchConfig, BenchReport, Ceiling, CeilingFigure, Environment, Latency, Point,
+};
+use super::{exit, plot, sys, Failure, Outcome};
+use clap::{Args, ValueEnum};
+use groupwal::stats::Histogram;
+use groupwal::{Durability, Record, Wal, WalOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One-line description of the verb (`groupwal --help`).
+pub const ABOUT: &str =
+    "Measure the disk's fdatasync ceiling, naive commits against group commit, and \
+             sweeps of the batching knobs";
+
+/// The verb's full description (`groupwal bench --help`).
+pub const LONG_ABOUT: &str = "Measure, on the disk that holds --dir:\n  \
+1. the disk's ceiling with one thread and no groupwal: 4 KiB append + fdatasync per second, \
+4 KiB overwrite + fdatasync per second on already-written blocks, and sequential MB/s with \
+1 MiB writes + fdatasync (the figures of pg_test_fsync and fio);\n  \
+2. naive commits (one pwrite + fdatasync per record under a mutex, into a preallocated file) \
+against groupwal's group commit, for each --writers count: commits/s, MB/s, p50/p99/p999 \
+latency, fdatasyncs/s, records per group, CPU per commit, speedup over naive and share of the \
+bandwidth ceiling;\n  \
+3. group commit at --sweep-writers with one batching knob changed at a time (--commit-delay, \
+--group-bytes-max, --lock-hold-max), so you can pick the best setting for your own disk.\n\n\
+Each point runs for --duration after a warm-up of a tenth of it. The default run takes about a \
+minute. Tables go to stdout, progress to stderr. MB is 10^6 bytes; latencies are upper bounds \
+within 12.5% (groupwal's histogram).";
+
+/// Example and exit status, after the options of `groupwal bench --help`.
+pub fn after_help() -> String {
+    format!(
+        "Example:\n  groupwal bench --dir /mnt/nvme --writers 1,8,64 --record-bytes 4KiB \
+         --duration 1s --json bench.json --plot bench.svg\n\n{}",
+        super::EXIT_STATUS_HELP
+    )
+}
+
+/// Arguments of `groupwal bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Directory on the disk to measure. A temporary subdirectory is made in it and removed
+    /// afterwards. Default: the current directory. Warns when it is on tmpfs or another file
+    /// system that does not persist to a disk.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Writer thread counts to compare naive and group commit at (comma separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32,64",
+        value_parser = clap::value_parser!(u64).range(1..=4096),
+        value_name = "N,..."
+    )]
+    pub writers: Vec<u64>,
+
+    /// Payload bytes per record (B, KiB, MiB suffixes allowed).
+    #[arg(long, default_value = "512", value_parser = super::parse_bytes_usize, value_name = "BYTES")]
+    pub record_bytes: usize,
+
+    /// What must survive before each append returns: sync (fdatasync), flush (written to the
+    /// OS) or buffer (queued in memory). The naive baseline syncs only for `sync`.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
+    pub durability: DurabilityArg,
+
+    /// Measured time per point (e.g. 2s, 200ms). Each point is preceded by a warm-up of a
+    /// tenth of it.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration, value_name = "TIME")]
+    pub duration: Duration,
+
+    /// Writer threads of the knob sweeps.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096), value_name = "N")]
+    pub sweep_writers: u64,
+
+    /// Values of commit_delay to sweep: `off` or a duration up to 100ms (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "off,100us,1ms", value_parser = super::parse_optional_duration, value_name = "TIME,...")]
+    pub commit_delay: Vec<Option<Duration>>,
+
+    /// commit_siblings used with a commit delay: the delay applies only when at least this
+    /// many writers are active.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub commit_siblings: usize,
+
+    /// Values of group_bytes_max to sweep (4KiB to 1GiB, comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "64KiB,1MiB", value_parser = super::parse_bytes_usize, value_name = "BYTES,...")]
+    pub group_bytes_max: Vec<usize>,
+
+    /// Values of lock_hold_max to sweep (100us to 10s, comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "1ms,10ms", value_parser = super::parse_duration, value_name = "TIME,...")]
+    pub lock_hold_max: Vec<Duration>,
+
+    /// Skip the knob sweeps.
+    #[arg(long)]
+    pub no_sweeps: bool,
+
+    /// Segment size of the log; also the size of the preallocated files of the naive baseline
+    /// and the overwrite ceilings.
+    #[arg(long, default_value = "64MiB", value_parser = super::parse_bytes, value_name = "BYTES")]
+    pub segment_bytes: u64,
+
+    /// Write every measured figure to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write every measured figure to FILE as CSV (one row per ceiling figure and per point).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Draw throughput against writers (naive, group commit, the ceiling) and latency
+    /// percentiles into FILE as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `--durability`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DurabilityArg {
+    /// fdatasync before each append returns.
+    Sync,
+    /// Written to the operating system before each append returns.
+    Flush,
+    /// Queued in memory; written with the next group or the background sync.
+    Buffer,
+}
+
+impl DurabilityArg {
+    fn durability(self) -> Durability {
+        match self {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Flush => Durability::Flush,
+            DurabilityArg::Buffer => Durability::Buffer,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::Sync => "sync",
+            DurabilityArg::Flush => "flush",
+            DurabilityArg::Buffer => "buffer",
+        }
+    }
+}
+
+/// Size of each write of the 4 KiB ceilings.
+const SMALL_WRITE_BYTES: usize = 4096;
+/// Size of each write of the sequential ceiling.
+const LARGE_WRITE_BYTES: usize = 1 << 20;
+/// Bytes of zeros written at a time when preallocating.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Runs `groupwal bench`.
+pub fn run(args: BenchArgs) -> Outcome {
+    let started = Instant::now();
+    let options = check_args(&args)?;
+    let base = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| Failure::io("find current directory", Path::new("."), e))?,
+    };
+    let meta = std::fs::metadata(&base).map_err(|e| Failure::io("stat", &base, e))?;
+    if !meta.is_dir() {
+        return Err(Failure::new(
+            exit::NO_LOG,
+            format!("{} is not a directory", base.display()),
+        ));
+    }
+    let filesystem = sys::filesystem_type(&base);
+    let persistent = match filesystem.as_deref().and_then(sys::non_persistent_reason) {
+        Some(reason) => {
+            eprintln!(
+                "groupwal: warning: {} is on {}: {reason}; the figures will not describe a disk. \
+                 Use --dir to measure a directory on the disk you care about.",
+                base.display(),
+                filesystem.as_deref().unwrap_or("?")
+            );
+            false
+        }
+        None => true,
+    };
+    let scratch = Scratch::new(&base)?;
+    check_knobs(&args, &options, &scratch)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let writers: Vec<usize> = args.writers.iter().map(|&w| w as usize).collect();
+    let sweep_writers = args.sweep_writers as usize;
+
+    let sweeps = if args.no_sweeps {
+        Vec::new()
+    } else {
+        sweep_plan(&args, &options)
+    };
+    let steps = 3 + 2 * writers.len() + sweeps.len();
+    let mut progress = Progress::new(steps, args.duration);
+    let env = Environment {
+        dir: base.display().to_string(),
+        filesystem: filesystem.clone(),
+        persistent,
+        cpus,
+    };
+    println!(
+        "groupwal bench: {} ({}), {cpus} CPUs; records of {} bytes, durability {}; {} per point \
+         after a {} warm-up\n",
+        env.dir,
+        filesystem.as_deref().unwrap_or("unknown file system"),
+        args.record_bytes,
+        args.durability.name(),
+        fmt_duration(args.duration),
+        fmt_duration(warmup(args.duration)),
+    );
+
+    let ceiling = measure_ceiling(&args, &scratch, &mut progress)?;
+    println!("{}", report::ceiling_table(&ceiling));
+
+    let payload = payload(args.record_bytes);
+    let mut comparison = Vec::new();
+    let mut naive_rate = std::collections::HashMap::new();
+    for &w in &writers {
+        let naive = measure_naive(&args, &scratch, &payload, w, &ceiling, &mut progress)?;
+        naive_rate.insert(w, naive.commits_per_s);
+        let mut group = measure_group(
+            &args,
+            &scratch,
+            &payload,
+            w,
+            options.clone(),
+            (None, None),
+            &ceiling,
+            &mut progress,
+        )?;
+        group.speedup_over_naive = speedup(group.commits_per_s, naive.commits_per_s);
+        comparison.push(naive);
+        comparison.push(group);
+    }
+    println!("{}", report::points_table(&comparison, false));
+
+    let mut swept = Vec::new();
+    for (knob, value, opts) in sweeps {
+        let mut p = measure_group(
+            &args,
+            &scratch,
+            &payload,
+            sweep_writers,
+            opts,
+            (Some(knob), Some(value)),
+            &ceiling,
+            &mut progress,
+        )?;
+        p.speedup_over_naive = naive_rate
+            .get(&sweep_writers)
+            .and_then(|&n| speedup(p.commits_per_s, n));
+        swept.push(p);
+    }
+    if !swept.is_empty() {
+        println!(
+            "knob sweeps: group commit, {}, one knob changed from its default",
+            plural(sweep_writers, "writer")
+        );
+        println!("{}", report::points_table(&swept, true));
+    }
+    drop(scratch);
+
+    let report = BenchReport {
+        groupwal_version: env!("CARGO_PKG_VERSION"),
+        environment: env,
+        config: BenchConfig {
+            duration_ms: args.duration.as_secs_f64() * 1e3,
+            warmup_ms: warmup(args.duration).as_secs_f64() * 1e3,
+            record_bytes: args.record_bytes,
+            durability: args.durability.name().into(),
+            writers,
+            sweep_writers,
+            commit_delay: args.commit_delay.iter().map(|d| fmt_delay(*d)).collect(),
+            commit_siblings: args.commit_siblings,
+            group_bytes_max: args.group_bytes_max.clone(),
+            lock_hold_max_us: args
+                .lock_hold_max
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e6)
+                .collect(),
+            segment_bytes: args.segment_bytes,
+        },
+        ceiling,
+        comparison,
+        sweeps: swept,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    write_outputs(&args, &report)?;
+    Ok(exit::OK)
+}
+
+/// Checks the arguments, and the options they make, before anything is measured.
+fn check_args(args: &BenchArgs) -> Result<WalOptions, Failure> {
+    let usage = |m: String| Err(Failure::new(exit::USAGE, m));
+    if args.duration < Duration::from_millis(10) {
+        return usage(format!(
+            "--duration {:?} is too short to measure anything; use at least 10ms",
+            args.duration
+        ));
+    }
+    if args.record_bytes == 0 {
+        return usage("--record-bytes must be at least 1".into());
+    }
+    if args.segment_bytes < LARGE_WRITE_BYTES as u64 {
+        return usage(format!(
+            "--segment-bytes {} is below 1MiB (the sequential ceiling writes 1 MiB at a time)",
+            args.segment_bytes
+        ));
+    }
+    if args.record_bytes as u64 > args.segment_bytes / 4 {
+        return usage(format!(
+            "--record-bytes {} is above a quarter of --segment-bytes {}",
+            args.record_bytes, args.segment_bytes
+        ));
+    }
+    let options = WalOptions::default()
+        .segment_bytes(args.segment_bytes)
+        .record_bytes_max(args.record_bytes)
+        .commit_siblings(args.commit_siblings);
+    Ok(options)
+}
+
+/// Rejects out-of-range knobs before anything is measured rather than after a minute of
+/// measuring. The library checks options only when a log opens (`WalOptions::validate` is
+/// not public), so open each combination once in a throwaway log of the smallest size.
+fn check_knobs(args: &BenchArgs, options: &WalOptions, scratch: &Scratch) -> Result<(), Failure> {
+    let mut combos = vec![options.clone()];
+    combos.extend(
+        args.commit_delay
+            .iter()
+            .map(|&d| options.clone().commit_delay(d)),
+    );
+    combos.extend(
+        args.group_bytes_max
+            .iter()
+            .map(|&b| options.clone().group_bytes_max(b)),
+    );
+    combos.extend(
+        args.lock_hold_max
+            .iter()
+            .map(|&d| options.clone().lock_hold_max(d)),
+    );
+    for o in combos {
+        // The checks that involve the real segment size were done by `check_args`.
+        let o = o
+            .segment_bytes(groupwal::wal::SEGMENT_BYTES_MIN)
+            .record_bytes_max(1);
+        let probe = scratch.fresh("probe");
+        let opened = Wal::open(&probe, o).and_then(|wal| wal.close());
+        let _ = std::fs::remove_dir_all(&probe);
+        opened.map_err(|e| match e {
+            groupwal::Error::InvalidOptions { name, reason } => Failure::new(
+                exit::USAGE,
+                format!("--{}: {reason}", name.replace('_', "-")),
+            ),
+            other => Failure::from(other),
+        })?;
+    }
+    Ok(())
+}
+
+/// The sweep points: (knob, value shown, options).
+fn sweep_plan(args: &BenchArgs, options: &WalOptions) -> Vec<(&'static str, String, WalOptions)> {
+    let mut plan = Vec::new();
+    for &d in &args.commit_delay {
+        plan.push((
+            "commit_delay",
+            fmt_delay(d),
+            options.clone().commit_delay(d),
+        ));
+    }
+    for &b in &args.group_bytes_max {
+        plan.push((
+            "group_bytes_max",
+            fmt_bytes(b as u64),
+            options.clone().group_bytes_max(b),
+        ));
+    }
+    for &d in &args.lock_hold_max {
+        plan.push((
+            "lock_hold_max",
+            fmt_duration(d),
+            options.clone().lock_hold_max(d),
+        ));
+    }
+    plan
+}
+
+fn fmt_delay(d: Option<Duration>) -> String {
+    d.map_or_else(|| "off".into(), fmt_duration)
+}
+
+/// A knob's duration as given: `100µs`, `1ms`, `1.5s`.
+fn fmt_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        "0".into()
+    } else if ns % 1_000_000_000 == 0 {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns % 1_000 == 0 {
+        format!("{}µs", ns / 1_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    if b >= 1 << 20 && b % (1 << 20) == 0 {
+        format!("{}MiB", b >> 20)
+    } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        format!("{}KiB", b >> 10)
+    } else {
+        format!("{b}B")
+    }
+}
+
+fn warmup(duration: Duration) -> Duration {
+    duration / 10
+}
+
+fn speedup(rate: f64, baseline: f64) -> Option<f64> {
+    (baseline > 0.0).then(|| rate / baseline)
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    // Not compressible and not zero: like real records, and never mistaken for end of log.
+    let mut rng = fastrand::Rng::with_seed(0x6772_6f75_7077_616c);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// The temporary directory of a run, removed when dropped (also on error).
+struct Scratch {
+    path: PathBuf,
+    next: AtomicU64,
+}
+
+impl Scratch {
+    fn new(base: &Path) -> Result<Scratch, Failure> {
+        let path = base.join(format!(
+            ".groupwal-bench-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir(&path)
+            .map_err(|e| Failure::io("create scratch directory", &path, e))?;
+        Ok(Scratch {
+            path,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh path inside the scratch directory.
+    fn fresh(&self, what: &str) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.path.join(format!("{n:03}-{what}"))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!(
+                "groupwal: warning: could not remove {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A progress bar per step on a terminal, plain lines otherwise (both on stderr).
+struct Progress {
+    steps: usize,
+    step: usize,
+    duration: Duration,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(steps: usize, duration: Duration) -> Progress {
+        Progress {
+            steps,
+            step: 0,
+            duration,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Starts a step; the returned bar is ticked by [`timed_run`].
+    fn start(&mut self, what: &str) -> Option<ProgressBar> {
+        self.step += 1;
+        let prefix = format!("[{:>2}/{}]", self.step, self.steps);
+        if !self.terminal {
+            eprintln!("{prefix} {what} ...");
+            return None;
+        }
+        let total = (self.duration + warmup(self.duration)).as_millis() as u64;
+        let bar = ProgressBar::new(total.max(1));
+        let style = ProgressStyle::with_template("{prefix} {msg:<44} [{bar:30}] {elapsed:>3}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(prefix);
+        bar.set_message(what.to_string());
+        Some(bar)
+    }
+
+    fn finish(&self, bar: Option<ProgressBar>, what: &str, result: &str) {
+        match bar {
+            Some(bar) => bar.finish_with_message(format!("{what}: {result}")),
+            None => eprintln!("[{:>2}/{}] {what}: {result}", self.step, self.steps),
+        }
+    }
+}
+
+/// What a timed run counted in its measured window.
+struct Window {
+    ops: u64,
+    seconds: f64,
+    latency: groupwal::stats::HistogramSnapshot,
+    cpu: Duration,
+}
+
+/// Runs `threads` copies of `op` for a warm-up and then `duration`; counts the operations
+/// that start and end inside the measured window, with their latency. `at_window(start)` is
+/// called by the timing thread when the window opens (`true`) and closes (`false`), so
+/// callers can snapshot their own counters at the same instants. The first error of any
+/// thread stops the run and is returned.
+fn timed_run<F>(
+    threads: usize,
+    duration: Duration,
+    bar: Option<&ProgressBar>,
+    op: F,
+    mut at_window: impl FnMut(bool),
+) -> Result<Window, Failure>
+where
+    F: Fn() -> Result<(), Failure> + Sync,
+{
+    let stop = AtomicBool::new(false);
+    let histogram = Histogram::default();
+    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let begin = Instant::now();
+    let window_start = begin + warmup(duration);
+    let window_end = window_start + duration;
+    let mut cpu = Duration::ZERO;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    if let Err(e) = op() {
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let t1 = Instant::now();
+                    if t0 >= window_start && t1 <= window_end {
+                        histogram.record((t1 - t0).as_nanos() as u64);
+                    }
+                }
+            });
+        }
+        // The timing thread: open the window, close it, stop the workers.
+        let mut opened = false;
+        let mut cpu_start = Duration::ZERO;
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if !opened && now >= window_start {
+                opened = true;
+                cpu_start = sys::process_cpu_time();
+                at_window(true);
+            }
+            if now >= window_end {
+                at_window(false);
+                cpu = sys::process_cpu_time().saturating_sub(cpu_start);
+                break;
+            }
+            if let Some(bar) = bar {
+                bar.set_position((now - begin).as_millis() as u64);
+            }
+            let next = if opened { window_end } else { window_start };
+            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let latency = histogram.snapshot();
+    Ok(Window {
+        ops: latency.count,
+        seconds: duration.as_secs_f64(),
+        latency,
+        cpu,
+    })
+}
+
+/// Creates `path` and writes `len` bytes of zeros into it, synced: already-written blocks,
+/// as in groupwal's zero-filled segments.
+fn zero_filled_file(path: &Path, len: u64) -> Result<File, Failure> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Failure::io("create", path, e))?;
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], offset)
+            .map_err(|e| Failure::io("preallocate", path, e))?;
+        offset += n as u64;
+    }
+    file.sync_all().map_err(|e| Failure::io("sync", path, e))?;
+    Ok(file)
+}
+
+fn measure_ceiling(
+    args: &BenchArgs,
+    scratch: &Scratch,
+    progress: &mut Progress,
+) -> Result<Ceiling, Failure> {
+    let small = vec![0xa5u8; SMALL_WRITE_BYTES];
+    let large = vec![0x5au8; LARGE_WRITE_BYTES];
+    let region = args.segment_bytes;
+
+    // 4 KiB appends: the file grows, so each fdatasync also commits its new size.
+    let what = "ceiling: 4 KiB append + fdatasync";
+    let path = scratch.fresh("append");
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Failure::io("create", &path, e))?;
+    file.sync_all().map_err(|e| Failure::io("sync", &path, e))?;
+    let end = AtomicU64::new(0);
+    let bar = progress.start(what);
+    let w = timed_run(
+        1,
+        args.duration,
+        bar.as_ref(),
+        || {
+            let offset = end.fetch_add(SMALL_WRITE_BYTES as u64, Ordering::Relaxed);
+            file.write_all_at(&small, offset)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Failure::io("append + fdatasync", &path, e))
+        },
+        |_| {},
+    )?;
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    let append = ceiling_figure(&w, SMALL_WRITE_BYTES);
+    progress.finish(bar, what, &ceiling_summary(&append));
+
+    // 4 KiB overwrites of already-written blocks: pure data writes.
+    let what = "ceiling: 4 KiB overwrite + fdatasync";
+    let bar = progress.start(what);
+    let path = scratch.fresh("overwrite");
+    let file = zero_filled_file(&path, region)?;
+    let next = AtomicU64::new(0);
+    let w = timed_run(
+        1,
+        args.duration,
+        bar.as_ref(),
+        || {
+            let offset = wrap(&next, SMALL_WRITE_BYTES as u64, region);
+            file.write_all_at(&small, offset)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Failure::io("overwrite + fdatasync", &path, e))
+        },
+        |_| {},
+    )?;
+    let overwrite = ceiling_figure(&w, SMALL_WRITE_BYTES);
+    progress.finish(bar, what, &ceiling_summary(&overwrite));
+
+    // 1 MiB sequential writes over the same already-written blocks.
+    let what = "ceiling: 1 MiB sequential + fdatasync";
+    let bar = progress.start(what);
+    let next = AtomicU64::new(0);
+    let w = timed_run(
+        1,
+        args.duration,
+        bar.as_ref(),
+        || {
+            let offset = wrap(&next, LARGE_WRITE_BYTES as u64, region);
+            file.write_all_at(&large, offset)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Failure::io("sequential write + fdatasync", &path, e))
+        },
+        |_| {},
+    )?;
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    let sequential = ceiling_figure(&w, LARGE_WRITE_BYTES);
+    progress.finish(bar, what, &ceiling_summary(&sequential));
+
+    Ok(Ceiling {
+        append_4k_fdatasync: append,
+        overwrite_4k_fdatasync: overwrite,
+        sequential_1m_fdatasync: sequential,
+    })
+}
+
+/// The next offset of `step` bytes in a region of `len` bytes, wrapping to its start.
+fn wrap(next: &AtomicU64, step: u64, len: u64) -> u64 {
+    let slots = (len / step).max(1);
+    (next.fetch_add(1, Ordering::Relaxed) % slots) * step
+}
+
+fn ceiling_figure(w: &Window, write_bytes: usize) -> CeilingFigure {
+    let ops_per_s = w.ops as f64 / w.seconds;
+    CeilingFigure {
+        write_bytes,
+        ops: w.ops,
+        seconds: w.seconds,
+        ops_per_s,
+        mb_per_s: ops_per_s * write_bytes as f64 / 1e6,
+        latency: Latency::from_ns(&w.latency),
+    }
+}
+
+fn ceiling_summary(f: &CeilingFigure) -> String {
+    format!(
+        "{} ops/s, {:.1} MB/s, p99 {}",
+        report::fmt_rate(f.ops_per_s),
+        f.mb_per_s,
+        report::fmt_us(f.latency.latency_us_p99)
+    )
+}
+
+fn point_summary(p: &Point) -> String {
+    format!(
+        "{} commits/s, p99 {}, {:.1} rec/group",
+        report::fmt_rate(p.commits_per_s),
+        report::fmt_us(p.latency.latency_us_p99),
+        p.records_per_group
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn point(
+    mode: &'static str,
+    sweep: (Option<&'static str>, Option<String>),
+    writers: usize,
+    w: &Window,
+    record_bytes: usize,
+    syncs: u64,
+    groups: u64,
+    records: u64,
+    ceiling: &Ceiling,
+) -> Point {
+    let commits_per_s = w.ops as f64 / w.seconds;
+    let mb_per_s = commits_per_s * record_bytes as f64 / 1e6;
+    let fdatasyncs_per_s = syncs as f64 / w.seconds;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Point {
+        mode,
+        knob: sweep.0,
+        knob_value: sweep.1,
+        writers,
+        commits: w.ops,
+        seconds: w.seconds,
+        commits_per_s,
+        mb_per_s,
+        latency: Latency::from_ns(&w.latency),
+        fdatasyncs_per_s,
+        records_per_group: if groups == 0 {
+            0.0
+        } else {
+            records as f64 / groups as f64
+        },
+        cpu_us_per_commit: ratio(w.cpu.as_secs_f64() * 1e6, w.ops as f64),
+        speedup_over_naive: None,
+        ceiling_share: ratio(mb_per_s, ceiling.sequential_1m_fdatasync.mb_per_s),
+        sync_share: ratio(fdatasyncs_per_s, ceiling.overwrite_4k_fdatasync.ops_per_s),
+    }
+}
+
+fn measure_naive(
+    args: &BenchArgs,
+    scratch: &Scratch,
+    payload: &[u8],
+    writers: usize,
+    ceiling: &Ceiling,
+    progress: &mut Progress,
+) -> Result<Point, Failure> {
+    let what = format!("naive, {}", plural(writers, "writer"));
+    let bar = progress.start(&what);
+    let path = scratch.fresh("naive");
+    let region = args.segment_bytes;
+    let file = zero_filled_file(&path, region)?;
+    let sync = args.durability == DurabilityArg::Sync;
+    // The mutex serialises the write + sync, as an application without group commit does;
+    // it guards the next offset.
+    let next = Mutex::new(0u64);
+    let step = payload.len() as u64;
+    let w = timed_run(
+        writers,
+        args.duration,
+        bar.as_ref(),
+        || {
+            let mut offset = next.lock().unwrap_or_else(|p| p.into_inner());
+            if *offset + step > region {
+                *offset = 0;
+            }
+            file.write_all_at(payload, *offset)
+                .map_err(|e| Failure::io("write", &path, e))?;
+            if sync {
+                file.sync_data()
+                    .map_err(|e| Failure::io("fdatasync", &path, e))?;
+            }
+            *offset += step;
+            Ok(())
+        },
+        |_| {},
+    )?;
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    let syncs = if sync { w.ops } else { 0 };
+    let mut p = point(
+        "naive",
+        (None, None),
+        writers,
+        &w,
+        payload.len(),
+        syncs,
+        w.ops,
+        w.ops,
+        ceiling,
+    );
+    p.speedup_over_naive = Some(1.0);
+    progress.finish(bar, &what, &point_summary(&p));
+    Ok(p)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_group(
+    args: &BenchArgs,
+    scratch: &Scratch,
+    payload: &[u8],
+    writers: usize,
+    options: WalOptions,
+    sweep: (Option<&'static str>, Option<String>),
+    ceiling: &Ceiling,
+    progress: &mut Progress,
+) -> Result<Point, Failure> {
+    let what = match (&sweep.0, &sweep.1) {
+        (Some(k), Some(v)) => format!("group commit, {}, {k} = {v}", plural(writers, "writer")),
+        _ => format!("group commit, {}", plural(writers, "writer")),
+    };
+    let bar = progress.start(&what);
+    let dir = scratch.fresh("wal");
+    let wal = Wal::open(&dir, options)?;
+    let durability = args.durability.durability();
+    let stats_at = Mutex::new((None, None));
+    let w = timed_run(
+        writers,
+        args.duration,
+        bar.as_ref(),
+        || {
+            wal.append(Record::new(payload).durability(durability))
+                .map(drop)
+                .map_err(Failure::from)
+        },
+        |opening| {
+            let s = wal.stats();
+            let mut at = stats_at.lock().unwrap_or_else(|p| p.into_inner());
+            if opening {
+                at.0 = Some(s);
+            } else {
+                at.1 = Some(s);
+            }
+        },
+    )?;
+    wal.close()?;
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (start, end) = stats_at.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (syncs, groups, records) = match (start, end) {
+        (Some(a), Some(b)) => (
+            b.syncs - a.syncs,
+            b.groups - a.groups,
+            b.records - a.records,
+        ),
+        _ => (0, 0, 0),
+    };
+    let p = point(
+        "group_commit",
+        sweep,
+        writers,
+        &w,
+        payload.len(),
+        syncs,
+        groups,
+        records,
+        ceiling,
+    );
+    progress.finish(bar, &what, &point_summary(&p));
+    Ok(p)
+}
+
+fn write_outputs(args: &BenchArgs, report: &BenchReport) -> Result<(), Failure> {
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| Failure::new(exit::SOFTWARE, format!("encode JSON: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| Failure::io("write", path, e))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, report::to_csv(report)).map_err(|e| Failure::io("write", path, e))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(report, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
