@@ -53,6 +53,7 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
+    cli::sys::restore_default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return cli::usage_error(e),

@@ -38,11 +38,26 @@ fn groupwal(args: &[&str]) -> Output {
     }
 }
 
-fn run_path(verb: &str, dir: &Path, extra: &[&str]) -> Output {
+/// Runs `groupwal VERB DIR EXTRA...` once.
+fn run_path_once(verb: &str, dir: &Path, extra: &[&str]) -> Output {
     let dir = dir.to_str().expect("utf-8 temp path");
     let mut args = vec![verb, dir];
     args.extend_from_slice(extra);
     groupwal(&args)
+}
+
+/// Runs `groupwal VERB DIR EXTRA...`, again if it finds the log locked (exit 75) within the
+/// first seconds: see [`open_wal`] for how a closed handle's lock can outlive it briefly
+/// when other tests spawn processes.
+fn run_path(verb: &str, dir: &Path, extra: &[&str]) -> Output {
+    let start = Instant::now();
+    loop {
+        let o = run_path_once(verb, dir, extra);
+        if o.status.code() != Some(75) || start.elapsed() > Duration::from_secs(5) {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn stdout(o: &Output) -> String {
@@ -85,6 +100,22 @@ fn assert_ok(o: &Output) {
     );
 }
 
+/// Opens the log for writing, retrying briefly on `Locked`: a lock of a handle just dropped
+/// by this test can live on for a moment in a child that another test is spawning (flock
+/// locks belong to the open file, which a fork shares until the child's exec closes it).
+fn open_wal(dir: &Path) -> Wal {
+    let start = Instant::now();
+    loop {
+        match Wal::open(dir, options()) {
+            Ok(wal) => return wal,
+            Err(groupwal::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {dir:?}: {e}"),
+        }
+    }
+}
+
 fn options() -> WalOptions {
     WalOptions::default()
         .segment_bytes(64 << 10)
@@ -94,7 +125,7 @@ fn options() -> WalOptions {
 /// A log of `records` records of `PAYLOAD_BYTES` bytes; every third one carries correlation
 /// id `lsn * 1000` (they get LSNs 1, 2, ...).
 fn make_log(dir: &Path, records: u64) {
-    let wal = Wal::open(dir, options()).expect("open a new log");
+    let wal = open_wal(dir);
     for lsn in 1..=records {
         let payload = vec![(lsn % 251) as u8 + 1; PAYLOAD_BYTES];
         let mut record = Record::new(&payload);
@@ -110,7 +141,7 @@ fn make_log(dir: &Path, records: u64) {
 /// A one-segment log of `records` records without correlation ids: record `i` (from 0)
 /// starts at `SEGMENT_HEADER_BYTES + i * FRAME_BYTES` of segment 1.
 fn make_plain_log(dir: &Path, records: u64) -> PathBuf {
-    let wal = Wal::open(dir, options()).expect("open a new log");
+    let wal = open_wal(dir);
     for _ in 0..records {
         let payload = vec![0x42; PAYLOAD_BYTES];
         wal.append(Record::new(&payload)).expect("append");
@@ -359,6 +390,25 @@ fn inspect_lists_segments_and_records_without_changing_the_log() {
 }
 
 #[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    // `groupwal inspect DIR | head -1`: the reader goes away early; no panic message.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    make_log(tmp.path(), 300);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groupwal"))
+        .args(["inspect", tmp.path().to_str().expect("utf-8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let err = stderr(&output);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+}
+
+#[test]
 fn inspect_reports_a_torn_tail_without_cutting_it() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let segment = make_plain_log(tmp.path(), 10);
@@ -544,9 +594,9 @@ fn a_foreign_directory_is_refused_and_left_alone() {
 fn a_locked_log_is_one_line_and_exit_75() {
     let tmp = tempfile::tempdir().expect("temp dir");
     make_log(tmp.path(), 5);
-    let holder = Wal::open(tmp.path(), options()).expect("hold the log open");
+    let holder = open_wal(tmp.path());
     for verb in LOG_VERBS {
-        let o = run_path(verb, tmp.path(), &[]);
+        let o = run_path_once(verb, tmp.path(), &[]);
         assert_error(&o, 75, "locked");
     }
     drop(holder);
@@ -670,6 +720,11 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     assert!(v["environment"]["dir"].is_string());
     assert!(v["environment"]["persistent"].is_boolean());
     positive(&v["environment"]["cpus"], "cpus");
+    let load = &v["environment"]["load_average_1m"];
+    assert!(
+        load.is_null() || load.as_f64().is_some_and(|l| l >= 0.0),
+        "{load}"
+    );
     positive(&v["total_seconds"], "total_seconds");
     let c = &v["config"];
     assert_eq!(c["duration_ms"], 60.0);
@@ -875,6 +930,45 @@ fn bench_errors_are_one_line() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left, ["file"], "no scratch directory left behind");
+}
+
+#[test]
+fn an_interrupted_bench_removes_its_scratch_directory() {
+    let tmp = bench_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groupwal"))
+        .args(["bench", "--dir", tmp.path().to_str().expect("utf-8")])
+        .args(["--duration", "10s", "--segment-bytes", "1MiB"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the run is measuring (its scratch directory exists), then press Ctrl-C.
+    let start = Instant::now();
+    while std::fs::read_dir(tmp.path()).expect("list").count() == 0 {
+        assert!(start.elapsed() < RUN_TIMEOUT, "bench never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < RUN_TIMEOUT, "bench ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().expect("output");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert_eq!(err.lines().last(), Some("groupwal: interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).expect("list").count(),
+        0,
+        "scratch directory removed"
+    );
 }
 
 #[test]

@@ -39,7 +39,8 @@ bandwidth ceiling;\n  \
 3. group commit at --sweep-writers with one batching knob changed at a time (--commit-delay, \
 --group-bytes-max, --lock-hold-max), so you can pick the best setting for your own disk.\n\n\
 Each point runs for --duration after a warm-up of a tenth of it. The default run takes about a \
-minute. Tables go to stdout, progress to stderr. MB is 10^6 bytes; latencies are upper bounds \
+minute. Tables go to stdout, progress to stderr. Ctrl-C stops the run and removes its scratch \
+directory. MB is 10^6 bytes; latencies are upper bounds \
 within 12.5% (groupwal's histogram).";
 
 /// Example and exit status, after the options of `groupwal bench --help`.
@@ -168,6 +169,7 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 pub fn run(args: BenchArgs) -> Outcome {
     let started = Instant::now();
     let options = check_args(&args)?;
+    sys::catch_interrupts();
     let base = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir()
@@ -211,12 +213,21 @@ pub fn run(args: BenchArgs) -> Outcome {
         filesystem: filesystem.clone(),
         persistent,
         cpus,
+        load_average_1m: sys::load_average_1m(),
     };
+    if let Some(load) = env.load_average_1m.filter(|&l| l > cpus as f64) {
+        eprintln!(
+            "groupwal: warning: the machine is busy (load average {load:.2} on {cpus} CPUs): \
+             other work competes for the CPU and the disk, and the figures will be noisy"
+        );
+    }
     println!(
-        "groupwal bench: {} ({}), {cpus} CPUs; records of {} bytes, durability {}; {} per point \
-         after a {} warm-up\n",
+        "groupwal bench: {} ({}), {cpus} CPUs, load average {}; records of {} bytes, durability \
+         {}; {} per point after a {} warm-up\n",
         env.dir,
         filesystem.as_deref().unwrap_or("unknown file system"),
+        env.load_average_1m
+            .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}")),
         args.record_bytes,
         args.durability.name(),
         fmt_duration(args.duration),
@@ -530,7 +541,12 @@ impl Progress {
 
     fn finish(&self, bar: Option<ProgressBar>, what: &str, result: &str) {
         match bar {
-            Some(bar) => bar.finish_with_message(format!("{what}: {result}")),
+            Some(bar) => {
+                if let Ok(style) = ProgressStyle::with_template("{prefix} {msg}") {
+                    bar.set_style(style);
+                }
+                bar.finish_with_message(format!("{what}: {result}"));
+            }
             None => eprintln!("[{:>2}/{}] {what}: {result}", self.step, self.steps),
         }
     }
@@ -544,11 +560,17 @@ struct Window {
     cpu: Duration,
 }
 
+/// How long a window may stay open past its planned end while waiting for its first
+/// operation to finish: past this the disk is taken to be stuck.
+const WINDOW_OVERTIME_MAX: Duration = Duration::from_secs(60);
+
 /// Runs `threads` copies of `op` for a warm-up and then `duration`; counts the operations
-/// that start and end inside the measured window, with their latency. `at_window(start)` is
-/// called by the timing thread when the window opens (`true`) and closes (`false`), so
-/// callers can snapshot their own counters at the same instants. The first error of any
-/// thread stops the run and is returned.
+/// that start and end inside the measured window, with their latency. The window stays open
+/// past `duration` until at least one operation has been counted (on a slow or busy disk one
+/// write + fdatasync can outlast a short window), and its real length is returned.
+/// `at_window(open)` is called by the timing thread when the window opens (`true`) and closes
+/// (`false`), so callers can snapshot their own counters at the same instants. The first error
+/// of any thread stops the run and is returned.
 fn timed_run<F>(
     threads: usize,
     duration: Duration,
@@ -560,55 +582,87 @@ where
     F: Fn() -> Result<(), Failure> + Sync,
 {
     let stop = AtomicBool::new(false);
+    let opened = AtomicBool::new(false);
+    let closed = AtomicBool::new(false);
+    let counted = AtomicU64::new(0);
     let histogram = Histogram::default();
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let fail = |e: Failure| {
+        first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    };
     let begin = Instant::now();
     let window_start = begin + warmup(duration);
     let window_end = window_start + duration;
     let mut cpu = Duration::ZERO;
+    let mut seconds = duration.as_secs_f64();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
+                    // Read before the operation starts: it counts only if the window (and
+                    // the callers' counter snapshots) opened before it began.
+                    let in_window = opened.load(Ordering::Acquire);
                     let t0 = Instant::now();
                     if let Err(e) = op() {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
+                        fail(e);
                         stop.store(true, Ordering::Relaxed);
                         break;
                     }
                     let t1 = Instant::now();
-                    if t0 >= window_start && t1 <= window_end {
+                    if in_window && !closed.load(Ordering::Acquire) {
                         histogram.record((t1 - t0).as_nanos() as u64);
+                        counted.fetch_add(1, Ordering::Release);
                     }
                 }
             });
         }
-        // The timing thread: open the window, close it, stop the workers.
-        let mut opened = false;
+        // The timing thread: open the window, close it, stop the workers. Snapshots are taken
+        // before the window opens and after it closes, so they cover every counted operation.
+        let mut is_open = false;
+        let mut opened_at = window_start;
         let mut cpu_start = Duration::ZERO;
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            if !opened && now >= window_start {
-                opened = true;
-                cpu_start = sys::process_cpu_time();
-                at_window(true);
+            if sys::interrupted() {
+                fail(Failure::new(exit::INTERRUPTED, "interrupted"));
+                break;
             }
-            if now >= window_end {
-                at_window(false);
+            if !is_open && now >= window_start {
+                is_open = true;
+                at_window(true);
+                cpu_start = sys::process_cpu_time();
+                opened_at = Instant::now();
+                opened.store(true, Ordering::Release);
+            }
+            if now >= window_end && counted.load(Ordering::Acquire) > 0 {
+                closed.store(true, Ordering::Release);
+                seconds = opened_at.elapsed().as_secs_f64();
                 cpu = sys::process_cpu_time().saturating_sub(cpu_start);
+                at_window(false);
+                break;
+            }
+            if now >= window_end + WINDOW_OVERTIME_MAX {
+                fail(Failure::new(
+                    exit::IO,
+                    format!(
+                        "no write + fdatasync finished within {:?}: is the disk stuck?",
+                        now - window_start
+                    ),
+                ));
                 break;
             }
             if let Some(bar) = bar {
                 bar.set_position((now - begin).as_millis() as u64);
             }
-            let next = if opened { window_end } else { window_start };
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            let next = if is_open { window_end } else { window_start };
+            let nap = next.saturating_duration_since(now);
+            std::thread::sleep(nap.clamp(Duration::from_millis(1), Duration::from_millis(100)));
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -617,8 +671,9 @@ where
     }
     let latency = histogram.snapshot();
     Ok(Window {
+        // Workers may count an operation or two after the close; count what was recorded.
         ops: latency.count,
-        seconds: duration.as_secs_f64(),
+        seconds,
         latency,
         cpu,
     })

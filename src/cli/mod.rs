@@ -36,6 +36,8 @@ pub mod exit {
     pub const IO: u8 = 74;
     /// Another groupwal handle has the log open (`EX_TEMPFAIL`: try again later).
     pub const LOCKED: u8 = 75;
+    /// `bench` was interrupted (SIGINT or SIGTERM); its scratch directory was removed.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// The exit-status section of every help page.
@@ -49,6 +51,7 @@ Exit status:
   70  internal error
   74  a file could not be read or written
   75  the log is locked by another groupwal handle (in this or another process)
+  130 bench was interrupted (Ctrl-C); its scratch directory was removed
 Errors are printed as one line on stderr, `groupwal: <what went wrong>`.";
 
 /// Why a verb failed: one line for stderr and the process exit code.

@@ -11,7 +11,9 @@ use plotters::prelude::*;
 use std::path::Path;
 
 const WIDTH: u32 = 1400;
-const HEIGHT: u32 = 560;
+const HEIGHT: u32 = 640;
+/// Height of the strip under each chart that holds its legend.
+const LEGEND_HEIGHT: u32 = 96;
 const NAIVE: RGBColor = RGBColor(214, 39, 40);
 const GROUP: RGBColor = RGBColor(31, 119, 180);
 const SYNC_CEILING: RGBColor = RGBColor(90, 90, 90);
@@ -35,14 +37,78 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<(), Failure> {
         .titled(&title, ("sans-serif", 22))
         .map_err(|e| fail(&e))?;
     let (left, right) = root.split_horizontally(WIDTH / 2);
-    throughput_panel(report, &left).map_err(|e| fail(&e))?;
-    latency_panel(report, &right).map_err(|e| fail(&e))?;
+    let chart_height = HEIGHT - LEGEND_HEIGHT - 40;
+    let (left, left_legend) = left.split_vertically(chart_height);
+    let (right, right_legend) = right.split_vertically(chart_height);
+    let entries = throughput_panel(report, &left).map_err(|e| fail(&e))?;
+    legend(&left_legend, &entries).map_err(|e| fail(&e))?;
+    let entries = latency_panel(report, &right).map_err(|e| fail(&e))?;
+    legend(&right_legend, &entries).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;
     Ok(())
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type DrawResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// How a legend entry's line is drawn.
+#[derive(Clone, Copy)]
+enum Stroke {
+    Solid,
+    Dashed,
+    Dotted,
+}
+
+/// One legend entry: a label and its line.
+#[derive(Clone)]
+struct Entry {
+    label: String,
+    color: RGBColor,
+    stroke: Stroke,
+}
+
+fn entry(label: impl Into<String>, color: RGBColor, stroke: Stroke) -> Entry {
+    Entry {
+        label: label.into(),
+        color,
+        stroke,
+    }
+}
+
+/// Draws the entries in rows under a chart: a sample of each line, then its label. Drawn
+/// outside the plot so it never hides a line.
+fn legend(area: &Area<'_>, entries: &[Entry]) -> DrawResult {
+    let (width, _) = area.dim_in_pixel();
+    let columns = if entries.len() > 4 { 2 } else { 1 };
+    let column_width = (width as i32 - 80) / columns;
+    for (i, e) in entries.iter().enumerate() {
+        let col = i as i32 % columns;
+        let row = i as i32 / columns;
+        let x = 80 + col * column_width;
+        let y = 12 + row * 22;
+        let style = e.color.stroke_width(match e.stroke {
+            Stroke::Solid => 3,
+            _ => 2,
+        });
+        let (dash, gap) = match e.stroke {
+            Stroke::Solid => (30, 0),
+            Stroke::Dashed => (8, 4),
+            Stroke::Dotted => (2, 4),
+        };
+        let mut from = x;
+        while from < x + 30 {
+            let to = (from + dash).min(x + 30);
+            area.draw(&PathElement::new(vec![(from, y), (to, y)], style))?;
+            from = to + gap.max(1);
+        }
+        area.draw(&Text::new(
+            e.label.clone(),
+            (x + 40, y - 7),
+            ("sans-serif", 15).into_font(),
+        ))?;
+    }
+    Ok(())
+}
 
 fn series<'a>(points: &'a [Point], mode: &'a str) -> impl Iterator<Item = &'a Point> + Clone {
     points.iter().filter(move |p| p.mode == mode)
@@ -85,7 +151,7 @@ fn si(v: f64) -> String {
     }
 }
 
-fn throughput_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult {
+fn throughput_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult<Vec<Entry>> {
     let (x_lo, x_hi, ws) = x_range(report);
     let sync_ceiling = report.ceiling.overwrite_4k_fdatasync.ops_per_s;
     let bandwidth_ceiling = report.ceiling.sequential_1m_fdatasync.mb_per_s * 1e6
@@ -120,59 +186,53 @@ fn throughput_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult {
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     let flat = |y: f64| vec![(x_lo, y), (x_hi, y)];
-    chart
-        .draw_series(DashedLineSeries::new(
-            flat(bandwidth_ceiling),
-            10,
-            6,
-            BANDWIDTH_CEILING.stroke_width(2),
-        ))?
-        .label(format!(
-            "bandwidth ceiling: {} records/s (1 MiB seq + fdatasync, {:.0} MB/s)",
-            si(bandwidth_ceiling),
-            report.ceiling.sequential_1m_fdatasync.mb_per_s
-        ))
-        .legend(|(x, y)| {
-            PathElement::new(vec![(x, y), (x + 20, y)], BANDWIDTH_CEILING.stroke_width(2))
-        });
-    chart
-        .draw_series(DashedLineSeries::new(
-            flat(sync_ceiling),
-            10,
-            6,
-            SYNC_CEILING.stroke_width(2),
-        ))?
-        .label(format!(
-            "sync ceiling: {}/s (4 KiB overwrite + fdatasync, 1 thread)",
-            si(sync_ceiling)
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SYNC_CEILING.stroke_width(2)));
-    for (mode, color, label) in [
-        ("group_commit", GROUP, "group commit"),
-        ("naive", NAIVE, "naive: write + fdatasync per record, mutex"),
-    ] {
+    chart.draw_series(DashedLineSeries::new(
+        flat(bandwidth_ceiling),
+        10,
+        6,
+        BANDWIDTH_CEILING.stroke_width(2),
+    ))?;
+    chart.draw_series(DashedLineSeries::new(
+        flat(sync_ceiling),
+        10,
+        6,
+        SYNC_CEILING.stroke_width(2),
+    ))?;
+    for (mode, color) in [("group_commit", GROUP), ("naive", NAIVE)] {
         let pts: Vec<(f64, f64)> = series(&report.comparison, mode)
             .map(|p| (p.writers as f64, p.commits_per_s))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(RGBColor(200, 200, 200))
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    Ok(())
+    Ok(vec![
+        entry("group commit (groupwal)", GROUP, Stroke::Solid),
+        entry(
+            "naive: one write + fdatasync per record, under a mutex",
+            NAIVE,
+            Stroke::Solid,
+        ),
+        entry(
+            format!(
+                "sync ceiling: {}/s (4 KiB overwrite + fdatasync, 1 thread): best naive can do",
+                si(sync_ceiling)
+            ),
+            SYNC_CEILING,
+            Stroke::Dashed,
+        ),
+        entry(
+            format!(
+                "bandwidth ceiling: {} records/s ({:.0} MB/s, 1 MiB writes + fdatasync)",
+                si(bandwidth_ceiling),
+                report.ceiling.sequential_1m_fdatasync.mb_per_s
+            ),
+            BANDWIDTH_CEILING,
+            Stroke::Dashed,
+        ),
+    ])
 }
 
-fn latency_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult {
+fn latency_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult<Vec<Entry>> {
     let (x_lo, x_hi, ws) = x_range(report);
     let (y_lo, y_hi) = y_range(report.comparison.iter().flat_map(|p| {
         [
@@ -203,6 +263,7 @@ fn latency_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult {
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
+    let mut entries = Vec::new();
     for (mode, color, name) in [
         ("group_commit", GROUP, "group commit"),
         ("naive", NAIVE, "naive"),
@@ -213,42 +274,29 @@ fn latency_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult {
                 .collect()
         };
         let p50 = at(|p| p.latency.latency_us_p50);
-        chart
-            .draw_series(LineSeries::new(p50.clone(), color.stroke_width(3)))?
-            .label(format!("{name} p50"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        chart.draw_series(LineSeries::new(p50.clone(), color.stroke_width(3)))?;
         chart.draw_series(p50.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                at(|p| p.latency.latency_us_p99),
-                10,
-                5,
-                color.stroke_width(2),
-            ))?
-            .label(format!("{name} p99"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(DashedLineSeries::new(
-                at(|p| p.latency.latency_us_p999),
-                3,
-                4,
-                color.stroke_width(2),
-            ))?
-            .label(format!("{name} p999"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 3, y)], color.stroke_width(2))
-            });
+        chart.draw_series(DashedLineSeries::new(
+            at(|p| p.latency.latency_us_p99),
+            10,
+            5,
+            color.stroke_width(2),
+        ))?;
+        chart.draw_series(DashedLineSeries::new(
+            at(|p| p.latency.latency_us_p999),
+            3,
+            4,
+            color.stroke_width(2),
+        ))?;
+        entries.push(entry(format!("{name} p50"), color, Stroke::Solid));
+        entries.push(entry(format!("{name} p99"), color, Stroke::Dashed));
+        entries.push(entry(format!("{name} p999"), color, Stroke::Dotted));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(RGBColor(200, 200, 200))
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    Ok(())
+    // Group commit's three entries in the left column, naive's in the right.
+    let (group, naive) = entries.split_at(3);
+    Ok(group
+        .iter()
+        .zip(naive)
+        .flat_map(|(g, n)| [g.clone(), n.clone()])
+        .collect())
 }

@@ -33,6 +33,9 @@ pub struct Environment {
     pub persistent: bool,
     /// CPUs available to this process.
     pub cpus: usize,
+    /// The 1-minute load average when the run started (from /proc/loadavg): other work on
+    /// the machine makes the figures noisy.
+    pub load_average_1m: Option<f64>,
 }
 
 /// The settings of a run.

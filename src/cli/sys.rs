@@ -2,7 +2,34 @@
 //! time, and the file system a directory lives on.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set by the SIGINT/SIGTERM handler of [`catch_interrupts`].
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Turns SIGINT (Ctrl-C) and SIGTERM into a flag that [`interrupted`] reads, so a long run
+/// can stop between steps and clean up after itself instead of dying mid-way.
+pub fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        #[allow(unsafe_code)]
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe, and the
+        // function pointer has the `extern "C" fn(c_int)` type `signal` expects.
+        unsafe {
+            libc::signal(signal, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
 
 /// CPU time (user + system) used so far by every thread of this process.
 pub fn process_cpu_time() -> Duration {
@@ -20,6 +47,18 @@ pub fn process_cpu_time() -> Duration {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
     };
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Restores the default action of `SIGPIPE` (terminate quietly), which the Rust runtime
+/// ignores: `groupwal inspect DIR | head` then ends like any Unix filter when `head` exits,
+/// instead of panicking on a failed `println!`.
+pub fn restore_default_sigpipe() {
+    #[allow(unsafe_code)]
+    // SAFETY: `signal` with SIG_DFL installs no handler code; it is called once, at the start
+    // of `main`, before any other thread exists, so it races with nothing.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// The file system type of the mount that holds `dir` (from `/proc/mounts`), if known.
@@ -44,6 +83,16 @@ pub fn filesystem_type(dir: &Path) -> Option<String> {
         }
     }
     best.map(|(_, t)| t)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn load_average_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Why measurements on this file system would not describe a disk, if they would not.
