@@ -224,6 +224,7 @@ fn help_lists_every_verb_flag_and_exit_status() {
                 "--record-bytes",
                 "--durability",
                 "--duration",
+                "--rounds",
                 "--sweep-writers",
                 "--commit-delay",
                 "--commit-siblings",
@@ -672,6 +673,8 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
         "1,2",
         "--duration",
         "60ms",
+        "--rounds",
+        "2",
         "--record-bytes",
         "100",
         "--sweep-writers",
@@ -704,8 +707,9 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     }
     // Not a terminal: plain progress lines, one per step start and end.
     let progress = stderr(&o);
+    // 3 ceiling figures, 2 writer counts (naive and group commit together), 4 sweep points.
     assert!(
-        progress.contains("[ 1/11]") && progress.contains("[11/11]"),
+        progress.contains("[ 1/9]") && progress.contains("[ 9/9]"),
         "{progress}"
     );
     assert_eq!(
@@ -728,6 +732,7 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     positive(&v["total_seconds"], "total_seconds");
     let c = &v["config"];
     assert_eq!(c["duration_ms"], 60.0);
+    assert_eq!(c["rounds"], 2);
     assert_eq!(c["warmup_ms"], 6.0);
     assert_eq!(c["record_bytes"], 100);
     assert_eq!(c["durability"], "sync");
@@ -874,6 +879,8 @@ fn bench_without_sweeps_in_flush_mode() {
         "3",
         "--duration",
         "30ms",
+        "--rounds",
+        "2",
         "--durability",
         "flush",
         "--no-sweeps",
@@ -902,7 +909,20 @@ fn bench_errors_are_one_line() {
     let missing = format!("{dir}/missing");
     let file = format!("{dir}/file");
     std::fs::write(&file, b"x").expect("write");
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &[
+                "bench",
+                "--dir",
+                &dir,
+                "--duration",
+                "20ms",
+                "--rounds",
+                "4",
+            ],
+            64,
+            "--rounds",
+        ),
         (&["bench", "--dir", &missing], 66, "missing"),
         (&["bench", "--dir", &file], 66, "not a directory"),
         (
@@ -991,6 +1011,8 @@ fn bench_warns_on_a_file_system_in_memory() {
         "1",
         "--duration",
         "20ms",
+        "--rounds",
+        "1",
         "--no-sweeps",
         "--segment-bytes",
         "1MiB",

@@ -38,7 +38,8 @@ latency, fdatasyncs/s, records per group, CPU per commit, speedup over naive and
 bandwidth ceiling;\n  \
 3. group commit at --sweep-writers with one batching knob changed at a time (--commit-delay, \
 --group-bytes-max, --lock-hold-max), so you can pick the best setting for your own disk.\n\n\
-Each point runs for --duration after a warm-up of a tenth of it. The default run takes about a \
+Each point runs for --duration after a warm-up of a tenth of it; naive and group commit at one \
+writer count alternate in --rounds slices, so that noise from other work hits both alike. The default run takes about a \
 minute. Tables go to stdout, progress to stderr. Ctrl-C stops the run and removes its scratch \
 directory. MB is 10^6 bytes; latencies are upper bounds \
 within 12.5% (groupwal's histogram).";
@@ -84,6 +85,12 @@ pub struct BenchArgs {
     /// tenth of it.
     #[arg(long, default_value = "2s", value_parser = super::parse_duration, value_name = "TIME")]
     pub duration: Duration,
+
+    /// Naive and group commit are measured in this many alternating slices of
+    /// --duration / N each (naive, group commit, naive, ...), so that noise from other work on
+    /// the machine or from the disk's own housekeeping hits both alike.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100), value_name = "N")]
+    pub rounds: u64,
 
     /// Writer threads of the knob sweeps.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096), value_name = "N")]
@@ -206,8 +213,8 @@ pub fn run(args: BenchArgs) -> Outcome {
     } else {
         sweep_plan(&args, &options)
     };
-    let steps = 3 + 2 * writers.len() + sweeps.len();
-    let mut progress = Progress::new(steps, args.duration);
+    let steps = 3 + writers.len() + sweeps.len();
+    let mut progress = Progress::new(steps);
     let env = Environment {
         dir: base.display().to_string(),
         filesystem: filesystem.clone(),
@@ -238,22 +245,43 @@ pub fn run(args: BenchArgs) -> Outcome {
     println!("{}", report::ceiling_table(&ceiling));
 
     let payload = payload(args.record_bytes);
+    let durability = args.durability.durability();
+    let rounds = args.rounds as usize;
+    let slice = args.duration / rounds as u32;
+    let per_slice = slice + warmup(slice);
     let mut comparison = Vec::new();
     let mut naive_rate = std::collections::HashMap::new();
     for &w in &writers {
-        let naive = measure_naive(&args, &scratch, &payload, w, &ceiling, &mut progress)?;
-        naive_rate.insert(w, naive.commits_per_s);
-        let mut group = measure_group(
-            &args,
-            &scratch,
-            &payload,
-            w,
-            options.clone(),
-            (None, None),
-            &ceiling,
-            &mut progress,
-        )?;
+        let what = format!("naive and group commit, {}", plural(w, "writer"));
+        let bar = progress.start(&what, per_slice * (2 * rounds) as u32);
+        let mut naive = Naive::create(&scratch, &args)?;
+        let mut group = Group::open(&scratch, options.clone(), durability)?;
+        for round in 0..rounds {
+            let base = per_slice * (2 * round) as u32;
+            naive.run(w, &payload, slice, Ticker::new(bar.as_ref(), base))?;
+            group.run(
+                w,
+                &payload,
+                slice,
+                Ticker::new(bar.as_ref(), base + per_slice),
+            )?;
+        }
+        let naive = naive.finish(w, payload.len(), &ceiling);
+        let mut group = group.finish(w, (None, None), payload.len(), &ceiling)?;
         group.speedup_over_naive = speedup(group.commits_per_s, naive.commits_per_s);
+        naive_rate.insert(w, naive.commits_per_s);
+        progress.finish(
+            bar,
+            &what,
+            &format!(
+                "naive {} commits/s (p99 {}), group commit {} commits/s (p99 {}, {:.1} rec/group)",
+                report::fmt_rate(naive.commits_per_s),
+                report::fmt_us(naive.latency.latency_us_p99),
+                report::fmt_rate(group.commits_per_s),
+                report::fmt_us(group.latency.latency_us_p99),
+                group.records_per_group
+            ),
+        );
         comparison.push(naive);
         comparison.push(group);
     }
@@ -261,19 +289,28 @@ pub fn run(args: BenchArgs) -> Outcome {
 
     let mut swept = Vec::new();
     for (knob, value, opts) in sweeps {
-        let mut p = measure_group(
-            &args,
-            &scratch,
-            &payload,
+        let what = format!(
+            "group commit, {}, {knob} = {value}",
+            plural(sweep_writers, "writer")
+        );
+        let bar = progress.start(&what, args.duration + warmup(args.duration));
+        let mut group = Group::open(&scratch, opts, durability)?;
+        group.run(
             sweep_writers,
-            opts,
+            &payload,
+            args.duration,
+            Ticker::new(bar.as_ref(), Duration::ZERO),
+        )?;
+        let mut p = group.finish(
+            sweep_writers,
             (Some(knob), Some(value)),
+            payload.len(),
             &ceiling,
-            &mut progress,
         )?;
         p.speedup_over_naive = naive_rate
             .get(&sweep_writers)
             .and_then(|&n| speedup(p.commits_per_s, n));
+        progress.finish(bar, &what, &point_summary(&p));
         swept.push(p);
     }
     if !swept.is_empty() {
@@ -290,6 +327,7 @@ pub fn run(args: BenchArgs) -> Outcome {
         environment: env,
         config: BenchConfig {
             duration_ms: args.duration.as_secs_f64() * 1e3,
+            rounds,
             warmup_ms: warmup(args.duration).as_secs_f64() * 1e3,
             record_bytes: args.record_bytes,
             durability: args.durability.name().into(),
@@ -321,6 +359,12 @@ fn check_args(args: &BenchArgs) -> Result<WalOptions, Failure> {
         return usage(format!(
             "--duration {:?} is too short to measure anything; use at least 10ms",
             args.duration
+        ));
+    }
+    if args.duration / (args.rounds as u32) < Duration::from_millis(10) {
+        return usage(format!(
+            "--duration {:?} split into --rounds {} leaves slices under 10ms; use fewer rounds",
+            args.duration, args.rounds
         ));
     }
     if args.record_bytes == 0 {
@@ -506,31 +550,28 @@ impl Drop for Scratch {
 struct Progress {
     steps: usize,
     step: usize,
-    duration: Duration,
     terminal: bool,
 }
 
 impl Progress {
-    fn new(steps: usize, duration: Duration) -> Progress {
+    fn new(steps: usize) -> Progress {
         Progress {
             steps,
             step: 0,
-            duration,
             terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    /// Starts a step; the returned bar is ticked by [`timed_run`].
-    fn start(&mut self, what: &str) -> Option<ProgressBar> {
+    /// Starts a step expected to take `total`; the returned bar is ticked by [`timed_run`].
+    fn start(&mut self, what: &str, total: Duration) -> Option<ProgressBar> {
         self.step += 1;
         let prefix = format!("[{:>2}/{}]", self.step, self.steps);
         if !self.terminal {
             eprintln!("{prefix} {what} ...");
             return None;
         }
-        let total = (self.duration + warmup(self.duration)).as_millis() as u64;
-        let bar = ProgressBar::new(total.max(1));
-        let style = ProgressStyle::with_template("{prefix} {msg:<44} [{bar:30}] {elapsed:>3}")
+        let bar = ProgressBar::new((total.as_millis() as u64).max(1));
+        let style = ProgressStyle::with_template("{prefix} {msg:<48} [{bar:30}] {elapsed:>3}")
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
@@ -552,12 +593,52 @@ impl Progress {
     }
 }
 
-/// What a timed run counted in its measured window.
-struct Window {
+/// What one timed run counted in its measured window (its latencies go to the histogram the
+/// caller passed).
+struct Slice {
     ops: u64,
     seconds: f64,
-    latency: groupwal::stats::HistogramSnapshot,
     cpu: Duration,
+}
+
+/// What the slices of one point add up to.
+#[derive(Default)]
+struct Tally {
+    histogram: Histogram,
+    ops: u64,
+    seconds: f64,
+    cpu: Duration,
+    syncs: u64,
+    groups: u64,
+    records: u64,
+}
+
+impl Tally {
+    fn add(&mut self, slice: &Slice) {
+        self.ops += slice.ops;
+        self.seconds += slice.seconds;
+        self.cpu += slice.cpu;
+    }
+}
+
+/// Moves a step's progress bar (if any) during one of its slices, which starts `base` into
+/// the step.
+#[derive(Clone, Copy)]
+struct Ticker<'a> {
+    bar: Option<&'a ProgressBar>,
+    base: Duration,
+}
+
+impl<'a> Ticker<'a> {
+    fn new(bar: Option<&'a ProgressBar>, base: Duration) -> Ticker<'a> {
+        Ticker { bar, base }
+    }
+
+    fn at(&self, elapsed: Duration) {
+        if let Some(bar) = self.bar {
+            bar.set_position((self.base + elapsed).as_millis() as u64);
+        }
+    }
 }
 
 /// How long a window may stay open past its planned end while waiting for its first
@@ -565,7 +646,8 @@ struct Window {
 const WINDOW_OVERTIME_MAX: Duration = Duration::from_secs(60);
 
 /// Runs `threads` copies of `op` for a warm-up and then `duration`; counts the operations
-/// that start and end inside the measured window, with their latency. The window stays open
+/// that start and end inside the measured window, and records their latency into
+/// `histogram`. The window stays open
 /// past `duration` until at least one operation has been counted (on a slow or busy disk one
 /// write + fdatasync can outlast a short window), and its real length is returned.
 /// `at_window(open)` is called by the timing thread when the window opens (`true`) and closes
@@ -574,10 +656,11 @@ const WINDOW_OVERTIME_MAX: Duration = Duration::from_secs(60);
 fn timed_run<F>(
     threads: usize,
     duration: Duration,
-    bar: Option<&ProgressBar>,
+    ticker: Ticker<'_>,
+    histogram: &Histogram,
     op: F,
     mut at_window: impl FnMut(bool),
-) -> Result<Window, Failure>
+) -> Result<Slice, Failure>
 where
     F: Fn() -> Result<(), Failure> + Sync,
 {
@@ -585,7 +668,6 @@ where
     let opened = AtomicBool::new(false);
     let closed = AtomicBool::new(false);
     let counted = AtomicU64::new(0);
-    let histogram = Histogram::default();
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
     let fail = |e: Failure| {
         first_error
@@ -657,9 +739,7 @@ where
                 ));
                 break;
             }
-            if let Some(bar) = bar {
-                bar.set_position((now - begin).as_millis() as u64);
-            }
+            ticker.at(now - begin);
             let next = if is_open { window_end } else { window_start };
             let nap = next.saturating_duration_since(now);
             std::thread::sleep(nap.clamp(Duration::from_millis(1), Duration::from_millis(100)));
@@ -669,12 +749,9 @@ where
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let latency = histogram.snapshot();
-    Ok(Window {
-        // Workers may count an operation or two after the close; count what was recorded.
-        ops: latency.count,
+    Ok(Slice {
+        ops: counted.into_inner(),
         seconds,
-        latency,
         cpu,
     })
 }
@@ -708,6 +785,7 @@ fn measure_ceiling(
     let small = vec![0xa5u8; SMALL_WRITE_BYTES];
     let large = vec![0x5au8; LARGE_WRITE_BYTES];
     let region = args.segment_bytes;
+    let step_time = args.duration + warmup(args.duration);
 
     // 4 KiB appends: the file grows, so each fdatasync also commits its new size.
     let what = "ceiling: 4 KiB append + fdatasync";
@@ -719,11 +797,13 @@ fn measure_ceiling(
         .map_err(|e| Failure::io("create", &path, e))?;
     file.sync_all().map_err(|e| Failure::io("sync", &path, e))?;
     let end = AtomicU64::new(0);
-    let bar = progress.start(what);
-    let w = timed_run(
+    let bar = progress.start(what, step_time);
+    let mut tally = Tally::default();
+    let slice = timed_run(
         1,
         args.duration,
-        bar.as_ref(),
+        Ticker::new(bar.as_ref(), Duration::ZERO),
+        &tally.histogram,
         || {
             let offset = end.fetch_add(SMALL_WRITE_BYTES as u64, Ordering::Relaxed);
             file.write_all_at(&small, offset)
@@ -732,21 +812,24 @@ fn measure_ceiling(
         },
         |_| {},
     )?;
+    tally.add(&slice);
     drop(file);
     let _ = std::fs::remove_file(&path);
-    let append = ceiling_figure(&w, SMALL_WRITE_BYTES);
+    let append = ceiling_figure(&tally, SMALL_WRITE_BYTES);
     progress.finish(bar, what, &ceiling_summary(&append));
 
     // 4 KiB overwrites of already-written blocks: pure data writes.
     let what = "ceiling: 4 KiB overwrite + fdatasync";
-    let bar = progress.start(what);
+    let bar = progress.start(what, step_time);
     let path = scratch.fresh("overwrite");
     let file = zero_filled_file(&path, region)?;
     let next = AtomicU64::new(0);
-    let w = timed_run(
+    let mut tally = Tally::default();
+    let slice = timed_run(
         1,
         args.duration,
-        bar.as_ref(),
+        Ticker::new(bar.as_ref(), Duration::ZERO),
+        &tally.histogram,
         || {
             let offset = wrap(&next, SMALL_WRITE_BYTES as u64, region);
             file.write_all_at(&small, offset)
@@ -755,17 +838,20 @@ fn measure_ceiling(
         },
         |_| {},
     )?;
-    let overwrite = ceiling_figure(&w, SMALL_WRITE_BYTES);
+    tally.add(&slice);
+    let overwrite = ceiling_figure(&tally, SMALL_WRITE_BYTES);
     progress.finish(bar, what, &ceiling_summary(&overwrite));
 
     // 1 MiB sequential writes over the same already-written blocks.
     let what = "ceiling: 1 MiB sequential + fdatasync";
-    let bar = progress.start(what);
+    let bar = progress.start(what, step_time);
     let next = AtomicU64::new(0);
-    let w = timed_run(
+    let mut tally = Tally::default();
+    let slice = timed_run(
         1,
         args.duration,
-        bar.as_ref(),
+        Ticker::new(bar.as_ref(), Duration::ZERO),
+        &tally.histogram,
         || {
             let offset = wrap(&next, LARGE_WRITE_BYTES as u64, region);
             file.write_all_at(&large, offset)
@@ -774,9 +860,10 @@ fn measure_ceiling(
         },
         |_| {},
     )?;
+    tally.add(&slice);
     drop(file);
     let _ = std::fs::remove_file(&path);
-    let sequential = ceiling_figure(&w, LARGE_WRITE_BYTES);
+    let sequential = ceiling_figure(&tally, LARGE_WRITE_BYTES);
     progress.finish(bar, what, &ceiling_summary(&sequential));
 
     Ok(Ceiling {
@@ -792,15 +879,15 @@ fn wrap(next: &AtomicU64, step: u64, len: u64) -> u64 {
     (next.fetch_add(1, Ordering::Relaxed) % slots) * step
 }
 
-fn ceiling_figure(w: &Window, write_bytes: usize) -> CeilingFigure {
-    let ops_per_s = w.ops as f64 / w.seconds;
+fn ceiling_figure(t: &Tally, write_bytes: usize) -> CeilingFigure {
+    let ops_per_s = t.ops as f64 / t.seconds;
     CeilingFigure {
         write_bytes,
-        ops: w.ops,
-        seconds: w.seconds,
+        ops: t.ops,
+        seconds: t.seconds,
         ops_per_s,
         mb_per_s: ops_per_s * write_bytes as f64 / 1e6,
-        latency: Latency::from_ns(&w.latency),
+        latency: Latency::from_ns(&t.histogram.snapshot()),
     }
 }
 
@@ -822,166 +909,219 @@ fn point_summary(p: &Point) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn point(
     mode: &'static str,
     sweep: (Option<&'static str>, Option<String>),
     writers: usize,
-    w: &Window,
+    t: &Tally,
     record_bytes: usize,
-    syncs: u64,
-    groups: u64,
-    records: u64,
     ceiling: &Ceiling,
 ) -> Point {
-    let commits_per_s = w.ops as f64 / w.seconds;
-    let mb_per_s = commits_per_s * record_bytes as f64 / 1e6;
-    let fdatasyncs_per_s = syncs as f64 / w.seconds;
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let commits_per_s = ratio(t.ops as f64, t.seconds);
+    let mb_per_s = commits_per_s * record_bytes as f64 / 1e6;
+    let fdatasyncs_per_s = ratio(t.syncs as f64, t.seconds);
     Point {
         mode,
         knob: sweep.0,
         knob_value: sweep.1,
         writers,
-        commits: w.ops,
-        seconds: w.seconds,
+        commits: t.ops,
+        seconds: t.seconds,
         commits_per_s,
         mb_per_s,
-        latency: Latency::from_ns(&w.latency),
+        latency: Latency::from_ns(&t.histogram.snapshot()),
         fdatasyncs_per_s,
-        records_per_group: if groups == 0 {
-            0.0
-        } else {
-            records as f64 / groups as f64
-        },
-        cpu_us_per_commit: ratio(w.cpu.as_secs_f64() * 1e6, w.ops as f64),
+        records_per_group: ratio(t.records as f64, t.groups as f64),
+        cpu_us_per_commit: ratio(t.cpu.as_secs_f64() * 1e6, t.ops as f64),
         speedup_over_naive: None,
         ceiling_share: ratio(mb_per_s, ceiling.sequential_1m_fdatasync.mb_per_s),
         sync_share: ratio(fdatasyncs_per_s, ceiling.overwrite_4k_fdatasync.ops_per_s),
     }
 }
 
-fn measure_naive(
-    args: &BenchArgs,
-    scratch: &Scratch,
-    payload: &[u8],
-    writers: usize,
-    ceiling: &Ceiling,
-    progress: &mut Progress,
-) -> Result<Point, Failure> {
-    let what = format!("naive, {}", plural(writers, "writer"));
-    let bar = progress.start(&what);
-    let path = scratch.fresh("naive");
-    let region = args.segment_bytes;
-    let file = zero_filled_file(&path, region)?;
-    let sync = args.durability == DurabilityArg::Sync;
-    // The mutex serialises the write + sync, as an application without group commit does;
-    // it guards the next offset.
-    let next = Mutex::new(0u64);
-    let step = payload.len() as u64;
-    let w = timed_run(
-        writers,
-        args.duration,
-        bar.as_ref(),
-        || {
-            let mut offset = next.lock().unwrap_or_else(|p| p.into_inner());
-            if *offset + step > region {
-                *offset = 0;
-            }
-            file.write_all_at(payload, *offset)
-                .map_err(|e| Failure::io("write", &path, e))?;
-            if sync {
-                file.sync_data()
-                    .map_err(|e| Failure::io("fdatasync", &path, e))?;
-            }
-            *offset += step;
-            Ok(())
-        },
-        |_| {},
-    )?;
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    let syncs = if sync { w.ops } else { 0 };
-    let mut p = point(
-        "naive",
-        (None, None),
-        writers,
-        &w,
-        payload.len(),
-        syncs,
-        w.ops,
-        w.ops,
-        ceiling,
-    );
-    p.speedup_over_naive = Some(1.0);
-    progress.finish(bar, &what, &point_summary(&p));
-    Ok(p)
+/// The naive baseline: one `pwrite` + one `fdatasync` per record under a mutex, into a
+/// preallocated (zero-filled) file, as an application without group commit does. The file
+/// stays open across the slices of a point.
+struct Naive {
+    path: PathBuf,
+    file: File,
+    /// The mutex that serialises each write + sync; it guards the next offset.
+    next: Mutex<u64>,
+    region: u64,
+    sync: bool,
+    tally: Tally,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure_group(
-    args: &BenchArgs,
-    scratch: &Scratch,
-    payload: &[u8],
-    writers: usize,
-    options: WalOptions,
-    sweep: (Option<&'static str>, Option<String>),
-    ceiling: &Ceiling,
-    progress: &mut Progress,
-) -> Result<Point, Failure> {
-    let what = match (&sweep.0, &sweep.1) {
-        (Some(k), Some(v)) => format!("group commit, {}, {k} = {v}", plural(writers, "writer")),
-        _ => format!("group commit, {}", plural(writers, "writer")),
-    };
-    let bar = progress.start(&what);
-    let dir = scratch.fresh("wal");
-    let wal = Wal::open(&dir, options)?;
-    let durability = args.durability.durability();
-    let stats_at = Mutex::new((None, None));
-    let w = timed_run(
-        writers,
-        args.duration,
-        bar.as_ref(),
-        || {
-            wal.append(Record::new(payload).durability(durability))
-                .map(drop)
-                .map_err(Failure::from)
-        },
-        |opening| {
-            let s = wal.stats();
-            let mut at = stats_at.lock().unwrap_or_else(|p| p.into_inner());
-            if opening {
-                at.0 = Some(s);
-            } else {
-                at.1 = Some(s);
-            }
-        },
-    )?;
-    wal.close()?;
-    drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
-    let (start, end) = stats_at.into_inner().unwrap_or_else(|p| p.into_inner());
-    let (syncs, groups, records) = match (start, end) {
-        (Some(a), Some(b)) => (
-            b.syncs - a.syncs,
-            b.groups - a.groups,
-            b.records - a.records,
-        ),
-        _ => (0, 0, 0),
-    };
-    let p = point(
-        "group_commit",
-        sweep,
-        writers,
-        &w,
-        payload.len(),
-        syncs,
-        groups,
-        records,
-        ceiling,
-    );
-    progress.finish(bar, &what, &point_summary(&p));
-    Ok(p)
+impl Naive {
+    fn create(scratch: &Scratch, args: &BenchArgs) -> Result<Naive, Failure> {
+        let path = scratch.fresh("naive");
+        let file = zero_filled_file(&path, args.segment_bytes)?;
+        Ok(Naive {
+            path,
+            file,
+            next: Mutex::new(0),
+            region: args.segment_bytes,
+            sync: args.durability == DurabilityArg::Sync,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Measures one slice with `writers` threads.
+    fn run(
+        &mut self,
+        writers: usize,
+        payload: &[u8],
+        duration: Duration,
+        ticker: Ticker<'_>,
+    ) -> Result<(), Failure> {
+        let Naive {
+            path,
+            file,
+            next,
+            region,
+            sync,
+            tally,
+        } = self;
+        let step = payload.len() as u64;
+        // Shared by the writer threads: the mutex is what serialises them.
+        let (path, file, next, region, sync) = (&*path, &*file, &*next, *region, *sync);
+        let slice = timed_run(
+            writers,
+            duration,
+            ticker,
+            &tally.histogram,
+            || {
+                let mut offset = next.lock().unwrap_or_else(|p| p.into_inner());
+                if *offset + step > region {
+                    *offset = 0;
+                }
+                file.write_all_at(payload, *offset)
+                    .map_err(|e| Failure::io("write", path, e))?;
+                if sync {
+                    file.sync_data()
+                        .map_err(|e| Failure::io("fdatasync", path, e))?;
+                }
+                *offset += step;
+                Ok(())
+            },
+            |_| {},
+        )?;
+        if sync {
+            tally.syncs += slice.ops;
+        }
+        tally.groups += slice.ops;
+        tally.records += slice.ops;
+        tally.add(&slice);
+        Ok(())
+    }
+
+    fn finish(self, writers: usize, record_bytes: usize, ceiling: &Ceiling) -> Point {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.path);
+        let mut p = point(
+            "naive",
+            (None, None),
+            writers,
+            &self.tally,
+            record_bytes,
+            ceiling,
+        );
+        p.speedup_over_naive = Some(1.0);
+        p
+    }
+}
+
+/// Group commit: a [`Wal`] in a fresh directory with W threads calling [`Wal::append`]. The
+/// log stays open across the slices of a point.
+struct Group {
+    dir: PathBuf,
+    wal: Wal,
+    durability: Durability,
+    tally: Tally,
+}
+
+impl Group {
+    fn open(
+        scratch: &Scratch,
+        options: WalOptions,
+        durability: Durability,
+    ) -> Result<Group, Failure> {
+        let dir = scratch.fresh("wal");
+        let wal = Wal::open(&dir, options)?;
+        Ok(Group {
+            dir,
+            wal,
+            durability,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Measures one slice with `writers` threads; syncs, groups and records are the log's own
+    /// counters over the window.
+    fn run(
+        &mut self,
+        writers: usize,
+        payload: &[u8],
+        duration: Duration,
+        ticker: Ticker<'_>,
+    ) -> Result<(), Failure> {
+        let Group {
+            wal,
+            durability,
+            tally,
+            ..
+        } = self;
+        let durability = *durability;
+        let stats_at = Mutex::new((None, None));
+        let slice = timed_run(
+            writers,
+            duration,
+            ticker,
+            &tally.histogram,
+            || {
+                wal.append(Record::new(payload).durability(durability))
+                    .map(drop)
+                    .map_err(Failure::from)
+            },
+            |opening| {
+                let s = wal.stats();
+                let mut at = stats_at.lock().unwrap_or_else(|p| p.into_inner());
+                if opening {
+                    at.0 = Some(s);
+                } else {
+                    at.1 = Some(s);
+                }
+            },
+        )?;
+        if let (Some(a), Some(b)) = stats_at.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            tally.syncs += b.syncs - a.syncs;
+            tally.groups += b.groups - a.groups;
+            tally.records += b.records - a.records;
+        }
+        tally.add(&slice);
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        writers: usize,
+        sweep: (Option<&'static str>, Option<String>),
+        record_bytes: usize,
+        ceiling: &Ceiling,
+    ) -> Result<Point, Failure> {
+        self.wal.close()?;
+        drop(self.wal);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(point(
+            "group_commit",
+            sweep,
+            writers,
+            &self.tally,
+            record_bytes,
+            ceiling,
+        ))
+    }
 }
 
 fn write_outputs(args: &BenchArgs, report: &BenchReport) -> Result<(), Failure> {

@@ -214,7 +214,7 @@ fn throughput_panel(report: &BenchReport, area: &Area<'_>) -> DrawResult<Vec<Ent
         ),
         entry(
             format!(
-                "sync ceiling: {}/s (4 KiB overwrite + fdatasync, 1 thread): best naive can do",
+                "sync ceiling: {}/s (4 KiB overwrite + fdatasync, 1 thread)",
                 si(sync_ceiling)
             ),
             SYNC_CEILING,

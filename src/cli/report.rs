@@ -43,7 +43,10 @@ pub struct Environment {
 pub struct BenchConfig {
     /// Measured time per point, in milliseconds.
     pub duration_ms: f64,
-    /// Unmeasured warm-up before each point, in milliseconds.
+    /// Slices the naive and group-commit points of the comparison are measured in, alternating
+    /// (naive, group commit, naive, ...), each `duration_ms / rounds` long.
+    pub rounds: usize,
+    /// Unmeasured warm-up per point, in milliseconds: a tenth of each measured slice.
     pub warmup_ms: f64,
     /// Payload bytes of each record.
     pub record_bytes: usize,
