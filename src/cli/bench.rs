@@ -203,7 +203,7 @@ pub fn run(args: BenchArgs) -> Outcome {
         None => true,
     };
     let scratch = Scratch::new(&base)?;
-    check_knobs(&args, &options, &scratch)?;
+    check_knobs(&args, &options)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let writers: Vec<usize> = args.writers.iter().map(|&w| w as usize).collect();
     let sweep_writers = args.sweep_writers as usize;
@@ -390,9 +390,8 @@ fn check_args(args: &BenchArgs) -> Result<WalOptions, Failure> {
 }
 
 /// Rejects out-of-range knobs before anything is measured rather than after a minute of
-/// measuring. The library checks options only when a log opens (`WalOptions::validate` is
-/// not public), so open each combination once in a throwaway log of the smallest size.
-fn check_knobs(args: &BenchArgs, options: &WalOptions, scratch: &Scratch) -> Result<(), Failure> {
+/// measuring, with the library's own checks.
+fn check_knobs(args: &BenchArgs, options: &WalOptions) -> Result<(), Failure> {
     let mut combos = vec![options.clone()];
     combos.extend(
         args.commit_delay
@@ -410,14 +409,7 @@ fn check_knobs(args: &BenchArgs, options: &WalOptions, scratch: &Scratch) -> Res
             .map(|&d| options.clone().lock_hold_max(d)),
     );
     for o in combos {
-        // The checks that involve the real segment size were done by `check_args`.
-        let o = o
-            .segment_bytes(groupwal::wal::SEGMENT_BYTES_MIN)
-            .record_bytes_max(1);
-        let probe = scratch.fresh("probe");
-        let opened = Wal::open(&probe, o).and_then(|wal| wal.close());
-        let _ = std::fs::remove_dir_all(&probe);
-        opened.map_err(|e| match e {
+        o.validate().map_err(|e| match e {
             groupwal::Error::InvalidOptions { name, reason } => Failure::new(
                 exit::USAGE,
                 format!("--{}: {reason}", name.replace('_', "-")),

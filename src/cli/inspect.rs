@@ -4,10 +4,9 @@
 use super::report::Table;
 use super::{check_log_dir, exit, print_json, Failure, Outcome};
 use clap::Args;
-use groupwal::format::{frame_len, CorrelationId, SegmentHeader, SEGMENT_HEADER_BYTES};
+use groupwal::format::{frame_len, CorrelationId, SEGMENT_HEADER_BYTES};
 use groupwal::{Wal, WalOptions};
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One-line description of the verb (`groupwal --help`).
@@ -102,24 +101,22 @@ struct Inspection {
 
 /// Runs `groupwal inspect`.
 pub fn run(args: InspectArgs) -> Outcome {
-    let files = check_log_dir(&args.dir, true)?;
+    check_log_dir(&args.dir, true)?;
     let wal = Wal::open_read_only(&args.dir, WalOptions::default())?;
-    let mut segments: Vec<SegmentInfo> = Vec::with_capacity(files.len());
-    for (i, (seq, path)) in files.iter().enumerate() {
-        let (header, file_bytes) = read_header(path)?;
+    let mut segments = Vec::new();
+    for segment in wal.segments() {
+        let file_bytes = std::fs::metadata(&segment.path)
+            .map_err(|e| Failure::io("stat", &segment.path, e))?
+            .len();
         segments.push(SegmentInfo {
-            seq: *seq,
-            file: file_name(path),
-            first_lsn: header.map(|h| h.first_lsn),
+            seq: segment.seq,
+            file: file_name(&segment.path),
+            first_lsn: Some(segment.first_lsn),
             last_lsn: None,
             records: 0,
             used_bytes: SEGMENT_HEADER_BYTES as u64,
             file_bytes,
-            state: match (header, i + 1 == files.len()) {
-                (None, _) => "unreadable header",
-                (Some(_), true) => "active",
-                (Some(_), false) => "sealed",
-            },
+            state: if segment.sealed { "sealed" } else { "active" },
         });
     }
     let limit = args.limit.unwrap_or(u64::MAX);
@@ -201,21 +198,6 @@ fn file_name(path: &Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
-}
-
-/// The decoded header of a segment file (None if it does not decode) and the file's size.
-fn read_header(path: &Path) -> Result<(Option<SegmentHeader>, u64), Failure> {
-    let mut file = std::fs::File::open(path).map_err(|e| Failure::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Failure::io("stat", path, e))?
-        .len();
-    let mut bytes = Vec::with_capacity(SEGMENT_HEADER_BYTES);
-    (&mut file)
-        .take(SEGMENT_HEADER_BYTES as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Failure::io("read", path, e))?;
-    Ok((SegmentHeader::decode(&bytes).ok(), len))
 }
 
 fn opt(v: Option<u64>) -> String {

@@ -209,24 +209,17 @@ pub fn parse_bytes_usize(s: &str) -> Result<usize, String> {
     usize::try_from(v).map_err(|_| format!("`{s}` is too large"))
 }
 
-/// Whether `name` is a segment file name (`<20 digits>.wal`), and its sequence number.
-///
-/// The library keeps its parser private; this mirrors `docs/FORMAT.md`'s naming rule.
-pub fn segment_seq_of(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".wal")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// The segment files of `dir`, sorted by sequence number.
 pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Failure> {
     let entries = std::fs::read_dir(dir).map_err(|e| Failure::io("list", dir, e))?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Failure::io("list", dir, e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(segment_seq_of) {
+        if let Some(seq) = entry
+            .file_name()
+            .to_str()
+            .and_then(groupwal::wal::parse_segment_file_name)
+        {
             out.push((seq, entry.path()));
         }
     }
@@ -337,6 +330,7 @@ mod tests {
 
     #[test]
     fn segment_names_are_recognised() {
+        use groupwal::wal::parse_segment_file_name as segment_seq_of;
         assert_eq!(segment_seq_of("00000000000000000007.wal"), Some(7));
         assert_eq!(segment_seq_of("7.wal"), None);
         assert_eq!(segment_seq_of("00000000000000000007.wal.tmp"), None);

@@ -1,10 +1,12 @@
 //! `groupwal verify`: checks every segment header and frame with the same rules as opening
-//! the log (`RecoveryMode::Strict`, read-only), so its verdict is the one `Wal::open` would
-//! reach. Never writes to the log.
+//! the log, and lists every damaged range: it opens the log read-only in
+//! `RecoveryMode::Salvage`, which is a dry run (nothing is copied or changed). Its verdict is
+//! the one `Wal::open` would reach.
 
-use super::{check_log_dir, exit, print_json, Failure, Outcome};
+use super::{check_log_dir, exit, print_json, Outcome};
 use clap::Args;
-use groupwal::{Error, RecoveryMode, Wal, WalOptions};
+use groupwal::wal::DamagedRange;
+use groupwal::{RecoveryMode, Wal, WalOptions};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -23,9 +25,7 @@ Verdicts (and exit codes):\n  \
 everything before it is valid; opening the log for writing cuts it;\n  \
 2  corruption: a damaged frame with valid frames after it, or damage in a sealed segment; \
 opening the log refuses it until `groupwal salvage` quarantines the damage.\n\n\
-The damaged place is printed as segment number, file and byte offset. Verification stops at \
-the first damaged frame, as opening the log does: after salvaging, run verify again to see \
-whether anything else is wrong.";
+Every damaged range is printed as segment number, file, byte offset and length.";
 
 /// Arguments of `groupwal verify`.
 #[derive(Args, Debug)]
@@ -51,64 +51,68 @@ struct Verdict {
     bytes_checked: Option<u64>,
     /// Ranges quarantined by an earlier salvage, accepted as gaps.
     previously_quarantined: Option<usize>,
-    /// Where the damage starts.
+    /// Where the first damage starts.
     segment: Option<u64>,
     file: Option<String>,
     offset: Option<u64>,
     reason: Option<String>,
+    /// Every damaged range, in log order (the torn tail last).
+    problems: Vec<Problem>,
+}
+
+#[derive(Serialize, Debug)]
+struct Problem {
+    /// `corruption` or `torn_tail`.
+    kind: &'static str,
+    segment: u64,
+    file: String,
+    offset: u64,
+    len: u64,
+    reason: String,
 }
 
 /// Runs `groupwal verify`.
 pub fn run(args: VerifyArgs) -> Outcome {
     check_log_dir(&args.dir, true)?;
-    let options = WalOptions::default().recovery_mode(RecoveryMode::Strict);
-    let mut verdict = Verdict {
-        dir: args.dir.display().to_string(),
-        status: "clean",
-        segments: None,
-        records: None,
-        bytes_checked: None,
-        previously_quarantined: None,
-        segment: None,
-        file: None,
-        offset: None,
-        reason: None,
+    let options = WalOptions::default().recovery_mode(RecoveryMode::Salvage);
+    let wal = Wal::open_read_only(&args.dir, options)?;
+    let r = wal.recovery_report();
+    let problem = |kind, d: &DamagedRange| Problem {
+        kind,
+        segment: d.segment,
+        file: args
+            .dir
+            .join(groupwal::wal::segment_file_name(d.segment))
+            .display()
+            .to_string(),
+        offset: d.offset,
+        len: d.len,
+        reason: d.reason.clone(),
     };
-    let code = match Wal::open_read_only(&args.dir, options) {
-        Ok(wal) => {
-            let r = wal.recovery_report();
-            verdict.segments = Some(r.segments);
-            verdict.records = Some(r.records);
-            verdict.bytes_checked = Some(r.bytes_scanned);
-            verdict.previously_quarantined = Some(r.previously_quarantined);
-            exit::OK
-        }
-        Err(e) => {
-            let (status, code, segment, offset, reason) = match e {
-                Error::TornTail {
-                    segment,
-                    offset,
-                    reason,
-                } => ("torn_tail", exit::TORN_TAIL, segment, offset, reason),
-                Error::Corruption {
-                    segment,
-                    offset,
-                    reason,
-                } => ("corruption", exit::CORRUPTION, segment, offset, reason),
-                other => return Err(Failure::from(other)),
-            };
-            verdict.status = status;
-            verdict.segment = Some(segment);
-            verdict.file = Some(
-                args.dir
-                    .join(format!("{segment:020}.wal"))
-                    .display()
-                    .to_string(),
-            );
-            verdict.offset = Some(offset);
-            verdict.reason = Some(reason);
-            code
-        }
+    let mut problems: Vec<Problem> = r
+        .quarantined
+        .iter()
+        .map(|d| problem("corruption", d))
+        .collect();
+    problems.extend(r.torn_tail.iter().map(|d| problem("torn_tail", d)));
+    let (status, code) = match problems.first().map(|p| p.kind) {
+        None => ("clean", exit::OK),
+        Some("torn_tail") => ("torn_tail", exit::TORN_TAIL),
+        Some(_) => ("corruption", exit::CORRUPTION),
+    };
+    let first = problems.first();
+    let verdict = Verdict {
+        dir: args.dir.display().to_string(),
+        status,
+        segments: Some(r.segments),
+        records: Some(r.records),
+        bytes_checked: Some(r.bytes_scanned),
+        previously_quarantined: Some(r.previously_quarantined),
+        segment: first.map(|p| p.segment),
+        file: first.map(|p| p.file.clone()),
+        offset: first.map(|p| p.offset),
+        reason: first.map(|p| p.reason.clone()),
+        problems,
     };
     if args.json {
         print_json(&verdict)?;
@@ -119,43 +123,40 @@ pub fn run(args: VerifyArgs) -> Outcome {
 }
 
 fn print_text(v: &Verdict) {
-    let at = || {
+    let at = |p: &Problem| {
         format!(
-            "segment {} ({}) at offset {}: {}",
-            v.segment.unwrap_or(0),
-            v.file.as_deref().unwrap_or("?"),
-            v.offset.unwrap_or(0),
-            v.reason.as_deref().unwrap_or("?")
+            "segment {} ({}) at offset {}, {} bytes: {}",
+            p.segment, p.file, p.offset, p.len, p.reason
         )
     };
-    match v.status {
-        "clean" => {
-            println!(
-                "clean: {}: {} segment(s), {} record(s), {} bytes of frames verified",
-                v.dir,
-                v.segments.unwrap_or(0),
-                v.records.unwrap_or(0),
-                v.bytes_checked.unwrap_or(0)
-            );
-            if let Some(n) = v.previously_quarantined.filter(|&n| n > 0) {
-                println!("({n} range(s) quarantined by an earlier salvage are accepted as gaps)");
+    println!(
+        "{}: {}: {} segment(s), {} valid record(s), {} bytes of frames verified",
+        v.status.replace('_', " "),
+        v.dir,
+        v.segments.unwrap_or(0),
+        v.records.unwrap_or(0),
+        v.bytes_checked.unwrap_or(0)
+    );
+    if let Some(n) = v.previously_quarantined.filter(|&n| n > 0) {
+        println!("({n} range(s) quarantined by an earlier salvage are accepted as gaps)");
+    }
+    for p in &v.problems {
+        match p.kind {
+            "torn_tail" => {
+                println!("torn tail: {}", at(p));
+                println!(
+                    "  the incomplete last record was never acknowledged; opening the log for \
+                     writing cuts it"
+                );
             }
+            _ => println!("corruption: {}", at(p)),
         }
-        "torn_tail" => {
-            println!("torn tail: {}", at());
-            println!(
-                "every frame before it is valid; the incomplete last record was never \
-                 acknowledged, and opening the log for writing cuts it"
-            );
-        }
-        _ => {
-            println!("corruption: {}", at());
-            println!(
-                "the log will not open until the damage is quarantined: `groupwal salvage {}` \
-                 copies it to quarantine/ and keeps every valid record (verification stops at \
-                 the first damaged frame; run verify again after salvaging)",
-                v.dir
-            );
-        }
+    }
+    if v.status == "corruption" {
+        println!(
+            "the log will not open until the damage is quarantined: `groupwal salvage {}` \
+             copies it to quarantine/ and keeps every valid record",
+            v.dir
+        );
     }
 }

@@ -13,6 +13,7 @@ pub use options::{
 pub use reader::{LogRecord, WalReader};
 pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, Ticket};
 pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
+pub use segment::{parse_segment_file_name, segment_file_name};
 
 use crate::error::{Error, Result};
 use crate::format::{CorrelationId, PartialFrame, SegmentHeader};
@@ -69,6 +70,20 @@ impl std::fmt::Debug for Wal {
             .field("durable_lsn", &self.durable_lsn())
             .finish()
     }
+}
+
+/// One segment of a log, as [`Wal::segments`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// Sequence number (the file's name).
+    pub seq: u64,
+    /// LSN of its first record (or the next LSN, for an empty active segment).
+    pub first_lsn: u64,
+    /// The segment file.
+    pub path: PathBuf,
+    /// Sealed segments are never written again; the last segment is active.
+    pub sealed: bool,
 }
 
 /// A snapshot of a log's counters and histograms (times in nanoseconds).
@@ -535,6 +550,22 @@ impl Wal {
         }
         self.lock.lock().take();
         result
+    }
+
+    /// The log's segments, oldest first; the last is the active one.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segments = self.commit.segments.read();
+        let last = segments.len().saturating_sub(1);
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                seq: s.seq(),
+                first_lsn: s.header.first_lsn,
+                path: s.path.clone(),
+                sealed: i < last,
+            })
+            .collect()
     }
 
     /// The path of segment `seq` of this log (for tools and tests).

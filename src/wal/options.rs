@@ -18,7 +18,9 @@ pub enum RecoveryMode {
     /// Refuse to open on any damaged byte, even a torn tail.
     Strict,
     /// Copy damaged bytes into `quarantine/` with a report, skip them, and open with what is
-    /// left. Skipped LSNs are never reused, so the log may have gaps.
+    /// left. Skipped LSNs are never reused, so the log may have gaps. With
+    /// [`Wal::open_read_only`](crate::Wal::open_read_only) it is a dry run: every damaged
+    /// range is listed in the recovery report, nothing is copied or changed.
     Salvage,
 }
 
@@ -220,8 +222,9 @@ impl WalOptions {
         self
     }
 
-    /// Checks every value; the first that is out of range is named in the error.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks every value, as opening a log does; the first that is out of range is named
+    /// in [`Error::InvalidOptions`]. Useful to reject configuration before doing any work.
+    pub fn validate(&self) -> Result<()> {
         fn bad(name: &'static str, reason: String) -> Result<()> {
             Err(Error::InvalidOptions { name, reason })
         }

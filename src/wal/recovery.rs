@@ -38,7 +38,8 @@ pub struct RecoveryReport {
     pub bytes_scanned: u64,
     /// An incomplete record at the end of the log, cut (or, read-only, ignored).
     pub torn_tail: Option<DamagedRange>,
-    /// Ranges that `Salvage` copied to `quarantine/` and skipped during this open.
+    /// Ranges that `Salvage` copied to `quarantine/` and skipped during this open. With
+    /// `open_read_only` (a dry run), every damaged range found, copied nowhere.
     pub quarantined: Vec<DamagedRange>,
     /// Ranges skipped because an earlier salvage quarantined them (from the ledger).
     pub previously_quarantined: usize,
@@ -351,8 +352,15 @@ impl Recovery<'_> {
             self.report.previously_quarantined += 1;
             return Ok(());
         }
-        if self.mode != RecoveryMode::Salvage || !self.writable {
+        if self.mode != RecoveryMode::Salvage {
             return Err(Self::corruption(range.segment, range.offset, range.reason));
+        }
+        if !self.writable {
+            // A dry run: report the damage, copy and change nothing, and keep scanning so
+            // that every damaged range is listed (`groupwal verify` relies on this).
+            self.skips.insert(skip);
+            self.report.quarantined.push(range);
+            return Ok(());
         }
         self.quarantine(range, bytes, Some(skip))
     }

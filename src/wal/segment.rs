@@ -11,13 +11,13 @@ pub(crate) const SEGMENT_EXT: &str = ".wal";
 /// Suffix of a segment being created; recovery removes leftovers.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
-/// The file name of segment `seq`.
-pub(crate) fn segment_file_name(seq: u64) -> String {
+/// The file name of segment `seq`: its sequence number in 20 decimal digits, then `.wal`.
+pub fn segment_file_name(seq: u64) -> String {
     format!("{seq:020}{SEGMENT_EXT}")
 }
 
 /// The sequence number of a segment file name, if it is one.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_EXT)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
