@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::{PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
-use crate::wal::record::{Durability, GroupEvent, Receipt};
+use crate::wal::record::{Durability, GroupEvent, Receipt, RecordLocation};
 use crate::wal::segment::{create_segment, Segment};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -124,7 +124,12 @@ impl Group {
     }
 
     /// The outcome for the record `lsn` of this (finished) group.
-    pub fn receipt(&self, lsn: u64, durability: Durability) -> Result<Receipt> {
+    pub fn receipt(
+        &self,
+        lsn: u64,
+        durability: Durability,
+        location: RecordLocation,
+    ) -> Result<Receipt> {
         debug_assert!(self.is_done());
         match self.failure.get() {
             None => Ok(Receipt {
@@ -132,6 +137,7 @@ impl Group {
                 group_id: self.id,
                 group_records: self.records.load(Ordering::Relaxed),
                 durability,
+                location,
             }),
             Some(Failure::Unknown { kind, message }) => Err(Error::OutcomeUnknown {
                 group_id: self.id,
@@ -336,6 +342,8 @@ pub(crate) struct Joined {
     pub group: Arc<Group>,
     /// Records in the group when this one joined (for `Buffer` receipts).
     pub records_at_join: u32,
+    /// Where the frame will be written.
+    pub location: RecordLocation,
 }
 
 impl Commit {
@@ -474,6 +482,12 @@ impl Commit {
                 let lsn = st.next_lsn;
                 st.next_lsn += 1;
                 let frame = &frames[i];
+                // `tail` is where the open group will be written, in the active segment: a
+                // group never spans segments and rotation waits for an empty open group.
+                let location = RecordLocation {
+                    segment: st.active.seq(),
+                    offset: st.tail + st.open.buf.len() as u64,
+                };
                 frame.finish_into(lsn, salt, &mut st.open.buf);
                 st.open.records += 1;
                 remaining_bytes -= frame.len();
@@ -482,6 +496,7 @@ impl Commit {
                     lsn,
                     group: st.open.group.clone(),
                     records_at_join: st.open.records,
+                    location,
                 });
                 i += 1;
                 if i == n || !self.fits(&st, frames[i].len()) {

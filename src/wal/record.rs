@@ -62,6 +62,28 @@ impl<'a> From<&'a [u8]> for Record<'a> {
     }
 }
 
+/// Where a record's frame lies in the log: the segment's sequence number and the byte offset
+/// of the frame in that segment file.
+///
+/// The payload starts [`RecordLocation::payload_offset`] bytes into the file (after the
+/// 17-byte frame header, or 33 bytes with a correlation id; see `docs/FORMAT.md`). Read bytes
+/// back with [`Wal::read_at`](crate::Wal::read_at). A location stays valid until
+/// [`Wal::truncate_before`](crate::Wal::truncate_before) removes its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RecordLocation {
+    /// Sequence number of the segment (its file name).
+    pub segment: u64,
+    /// Byte offset of the frame in the segment file.
+    pub offset: u64,
+}
+
+impl RecordLocation {
+    /// Byte offset, in the segment file, of the record's payload.
+    pub fn payload_offset(&self, has_correlation_id: bool) -> u64 {
+        self.offset + crate::format::frame_len(0, has_correlation_id) as u64
+    }
+}
+
 /// Proof that a record is in the log, as durable as asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -74,6 +96,11 @@ pub struct Receipt {
     pub group_records: u32,
     /// The durability the record was appended with.
     pub durability: Durability,
+    /// Where the record's frame is in the log. Its bytes can be read back with
+    /// [`Wal::read_at`](crate::Wal::read_at) once written: at once for `Flush` and `Sync`
+    /// receipts, for `Buffer` ones once [`Wal::written_lsn`](crate::Wal::written_lsn) has
+    /// reached `lsn`.
+    pub location: RecordLocation,
 }
 
 /// A record submitted without waiting; [`Ticket::wait`] returns its receipt.
@@ -83,6 +110,7 @@ pub struct Ticket {
     pub(crate) lsn: u64,
     pub(crate) durability: Durability,
     pub(crate) records_at_join: u32,
+    pub(crate) location: RecordLocation,
 }
 
 impl Ticket {
@@ -108,6 +136,7 @@ impl Ticket {
             group_id: self.group.id,
             group_records: self.records_at_join,
             durability: self.durability,
+            location: self.location,
         }
     }
 
@@ -117,7 +146,7 @@ impl Ticket {
             return Ok(self.buffered_receipt());
         }
         self.group.wait(None);
-        self.group.receipt(self.lsn, self.durability)
+        self.group.receipt(self.lsn, self.durability, self.location)
     }
 
     /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
@@ -126,7 +155,9 @@ impl Ticket {
             return Ok(Some(self.buffered_receipt()));
         }
         if self.group.wait(Some(timeout)) {
-            self.group.receipt(self.lsn, self.durability).map(Some)
+            self.group
+                .receipt(self.lsn, self.durability, self.location)
+                .map(Some)
         } else {
             Ok(None)
         }
