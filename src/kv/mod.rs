@@ -196,14 +196,18 @@ struct Registration<'a> {
     inner: &'a Inner,
     low: u64,
     keys: &'a [Vec<Key>],
+    /// Set once the apply unregistered the write itself (saving a lock round trip).
+    done: bool,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.inner
-            .inflight
-            .lock()
-            .unregister(self.low, self.keys.iter().flatten());
+        if !self.done {
+            self.inner
+                .inflight
+                .lock()
+                .unregister(self.low, self.keys.iter().flatten());
+        }
     }
 }
 
@@ -251,7 +255,7 @@ impl Db {
                 found.push((lsn, dir.join(name)));
             }
         }
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
 
         let mut index = Index::default();
         let mut state = CheckpointState::default();
@@ -438,8 +442,9 @@ impl Db {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         // The value is read under the read lock: a checkpoint re-points entries under the
         // write lock before it removes the segments they pointed into.
+        let key = Key::new(key.as_ref()); // an inline key compares faster than a slice
         let index = self.inner.index.read();
-        match index.map.get(key.as_ref()) {
+        match index.map.get(&key) {
             None => Ok(None),
             Some(&loc) => self.inner.read_value(&index, loc, None).map(Some),
         }
@@ -447,7 +452,8 @@ impl Db {
 
     /// Whether `key` is present (reads no value).
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> bool {
-        self.inner.index.read().map.contains_key(key.as_ref())
+        let key = Key::new(key.as_ref());
+        self.inner.index.read().map.contains_key(&key)
     }
 
     /// Number of live keys.
@@ -751,10 +757,11 @@ impl Inner {
         // Register before appending, with a lower bound of the LSN the records will get.
         let low = self.wal.written_lsn() + 1;
         self.inflight.lock().register(low, keys.iter().flatten());
-        let _registration = Registration {
+        let mut registration = Registration {
             inner: self,
             low,
             keys: &keys,
+            done: false,
         };
         fn record(p: &PayloadBuilder, d: Durability, id: Option<CorrelationId>) -> Record<'_> {
             let r = Record::new(&p.bytes).durability(d);
@@ -774,20 +781,35 @@ impl Inner {
                 .collect();
             self.wal.append_many(&records)
         };
-        payloads
+        // A single record unregisters inside its apply's critical section.
+        let single = payloads.len() == 1;
+        let results = payloads
             .iter()
             .zip(&keys)
             .zip(receipts)
             .map(|((p, keys), r)| {
                 let r = r?;
-                self.apply(p, keys, &r, correlation_id.is_some())?;
+                let unregister = single.then_some(low);
+                self.apply(p, keys, &r, correlation_id.is_some(), unregister)?;
+                registration.done |= single;
                 Ok(r)
             })
-            .collect()
+            .collect();
+        drop(registration);
+        results
     }
 
-    /// Applies one committed record to the index, under one write-lock hold.
-    fn apply(&self, p: &PayloadBuilder, keys: &[Key], r: &Receipt, has_id: bool) -> Result<()> {
+    /// Applies one committed record to the index, under one write-lock hold; with
+    /// `unregister`, also unregisters the write (whose lower bound it is) from the in-flight
+    /// registry in the same critical section.
+    fn apply(
+        &self,
+        p: &PayloadBuilder,
+        keys: &[Key],
+        r: &Receipt,
+        has_id: bool,
+        unregister: Option<u64>,
+    ) -> Result<()> {
         let seq = r.location.segment;
         if seq > SEGMENT_SEQ_MAX {
             return Err(segment_seq_error(seq));
@@ -845,6 +867,9 @@ impl Inner {
                         index.put(key.clone(), ValueLoc::pending(r.lsn, i as u32))
                     }
                 }
+            }
+            if let Some(low) = unregister {
+                inflight.unregister(low, keys.iter());
             }
             if still_pending {
                 if let Some(record) = record.take() {
@@ -955,6 +980,11 @@ impl Inner {
     fn checkpoint(&self) -> Result<CheckpointReport> {
         let mut state = self.checkpoint.lock();
         let removed_before = self.truncate_deferred(&mut state)?;
+        // Sync first: the cut below is bounded by what the log has written, and a `Buffer`
+        // write acknowledged before this call must be covered by it. The log must also
+        // hold at least up to the cut after any crash, or new records would reuse LSNs the
+        // checkpoint claims.
+        self.wal.sync()?;
         let c = self.applied_lsn_now();
         if c <= state.lsn {
             return Ok(CheckpointReport {
@@ -967,9 +997,6 @@ impl Inner {
             });
         }
         let log_bytes_at_start = self.log_bytes.load(Ordering::Relaxed);
-        // The checkpoint stands for the log up to `c`: the log must hold at least that much
-        // after any crash, or new records would reuse LSNs the checkpoint claims.
-        self.wal.sync()?;
         let (new_slot, old_slot) = {
             let index = self.index.read();
             let cur = index.checkpoint_slot;
@@ -1242,7 +1269,7 @@ impl Source {
 }
 
 /// An iterator over a consistent snapshot of a key range ([`Db::range`], [`Db::prefix`]):
-/// `(key, value)` pairs in key order (or reverse, with [`DoubleEndedIterator::rev`]).
+/// `(key, value)` pairs in key order (or reverse, with [`Iterator::rev`]).
 pub struct DbIter {
     inner: Arc<Inner>,
     items: std::vec::IntoIter<(Box<[u8]>, Source)>,
