@@ -455,6 +455,28 @@ fn automatic_checkpoint_by_log_size() {
     assert_eq!(db.len(), 100);
 }
 
+#[test]
+fn automatic_checkpoint_on_an_interval_with_jitter() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_options()
+        .checkpoint_interval(Some(Duration::from_millis(50)))
+        .checkpoint_interval_jitter(Duration::from_millis(20));
+    let db = Db::open(dir.path(), options).unwrap();
+    db.put_with(b"k", vec![4u8; 500], Durability::Buffer)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.stats().checkpoints_written == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint on the interval");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        db.stats().pending_values,
+        0,
+        "written Buffer values leave memory"
+    );
+    assert_eq!(db.get(b"k").unwrap(), Some(vec![4u8; 500]));
+}
+
 /// Writers of one key with mixed durabilities finish out of LSN order (a `Buffer` write is
 /// acknowledged before an earlier `Sync` one): the index must still end in log order, the
 /// same state replay rebuilds.

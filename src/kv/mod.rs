@@ -183,7 +183,7 @@ pub struct DbStats {
     pub checkpoint_lsn: u64,
     /// Checkpoints written by this handle.
     pub checkpoints_written: u64,
-    /// `Buffer` values held in memory until their log record is written.
+    /// `Buffer` records whose values are held in memory until the log writes them.
     pub pending_values: usize,
     /// The last automatic checkpoint's error, if it failed.
     pub last_checkpoint_error: Option<String>,
@@ -985,6 +985,7 @@ impl Inner {
         // hold at least up to the cut after any crash, or new records would reuse LSNs the
         // checkpoint claims.
         self.wal.sync()?;
+        self.drain_written();
         let c = self.applied_lsn_now();
         if c <= state.lsn {
             return Ok(CheckpointReport {
@@ -1077,6 +1078,14 @@ impl Inner {
             segments_removed: removed_before + removed,
             truncation_deferred: state.truncate_before.is_some(),
         })
+    }
+
+    /// Releases the in-memory copies of `Buffer` records the log has written.
+    fn drain_written(&self) {
+        if !self.index.read().pending.is_empty() {
+            let written = self.wal.written_lsn();
+            self.index.write().drain_pending(written);
+        }
     }
 
     fn applied_lsn_now(&self) -> u64 {
@@ -1216,13 +1225,7 @@ impl Inner {
                 }
                 due
             };
-            {
-                let needs = !self.index.read().pending.is_empty();
-                if needs {
-                    let written = self.wal.written_lsn();
-                    self.index.write().drain_pending(written);
-                }
-            }
+            self.drain_written();
             if due {
                 let result = self.checkpoint();
                 let mut m = self.maintenance.lock();
