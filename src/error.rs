@@ -189,6 +189,43 @@ pub enum Error {
         /// Last LSN the batch covered.
         last_lsn: u64,
     },
+
+    /// A log record is whole (its checksum is right) but is not a key-value operation this
+    /// build understands: written by a newer version, or by something other than a
+    /// [`Db`](crate::Db). Nothing was changed.
+    #[error(
+        "log record {lsn} is not a key-value operation this build can read ({reason}); nothing \
+         was changed. Open with the version that wrote it, or with RecoveryMode::Salvage to \
+         quarantine the record (a copy and a report line go to quarantine/) and replay the rest"
+    )]
+    BadRecord {
+        /// The record's LSN.
+        lsn: u64,
+        /// Why it does not decode.
+        reason: String,
+    },
+
+    /// A checkpoint file of a [`Db`](crate::Db) is damaged (bit rot, a hand edit) or does
+    /// not fit the log it belongs to. Nothing was changed.
+    #[error(
+        "checkpoint {path}: {reason}; nothing was changed. Restore the file from a backup, or \
+         open with RecoveryMode::Salvage to set it aside and fall back to an older checkpoint \
+         if the log still holds the records after it"
+    )]
+    BadCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An argument is invalid (an empty key, a key or value above its configured limit, …);
+    /// nothing was written.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -208,7 +245,10 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            Error::Corruption { .. } | Error::TornTail { .. } | Error::ConsumerCorrupt { .. }
+            Error::Corruption { .. }
+                | Error::TornTail { .. }
+                | Error::ConsumerCorrupt { .. }
+                | Error::BadCheckpoint { .. }
         )
     }
 }

@@ -31,6 +31,7 @@ pub mod consumer;
 mod error;
 pub mod format;
 pub mod io;
+pub mod kv;
 pub mod stats;
 pub mod wal;
 
@@ -40,7 +41,8 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use format::CorrelationId;
+pub use kv::{BatchOutcome, Db, DbOptions, WriteBatch};
 pub use wal::{
-    Durability, GroupEvent, GroupListener, LogRecord, Receipt, Record, RecoveryMode,
-    RecoveryReport, Ticket, Wal, WalOptions, WalReader, WalStats,
+    Durability, GroupEvent, GroupListener, LogRecord, Receipt, Record, RecordLocation,
+    RecoveryMode, RecoveryReport, Ticket, Wal, WalOptions, WalReader, WalStats,
 };

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
-use crate::wal::record::{Durability, GroupEvent, Receipt};
+use crate::wal::record::{Durability, GroupEvent, Receipt, RecordLocation};
 use crate::wal::segment::{create_segment, Segment};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -129,6 +129,7 @@ impl Group {
         lsn: u64,
         durability: Durability,
         correlation_id: Option<CorrelationId>,
+        location: RecordLocation,
     ) -> Result<Receipt> {
         debug_assert!(self.is_done());
         match self.failure.get() {
@@ -138,6 +139,7 @@ impl Group {
                 group_records: self.records.load(Ordering::Relaxed),
                 durability,
                 correlation_id,
+                location,
             }),
             Some(Failure::Unknown { kind, message }) => Err(Error::OutcomeUnknown {
                 group_id: self.id,
@@ -375,6 +377,8 @@ pub(crate) struct Joined {
     pub group: Arc<Group>,
     /// Records in the group when this one joined (for `Buffer` receipts).
     pub records_at_join: u32,
+    /// Where the frame will be written.
+    pub location: RecordLocation,
 }
 
 impl Commit {
@@ -549,6 +553,12 @@ impl Commit {
                 let lsn = st.next_lsn;
                 st.next_lsn += 1;
                 let frame = &frames[i];
+                // `tail` is where the open group will be written, in the active segment: a
+                // group never spans segments and rotation waits for an empty open group.
+                let location = RecordLocation {
+                    segment: st.active.seq(),
+                    offset: st.tail + st.open.buf.len() as u64,
+                };
                 frame.finish_into(lsn, salt, &mut st.open.buf);
                 st.open.records += 1;
                 if let (true, Some(id)) = (self.track_ids, frame.correlation_id()) {
@@ -560,6 +570,7 @@ impl Commit {
                     lsn,
                     group: st.open.group.clone(),
                     records_at_join: st.open.records,
+                    location,
                 });
                 i += 1;
                 if i == n || !self.fits(&st, frames[i].len()) {

@@ -11,7 +11,7 @@ pub use options::{
     RecoveryMode, WalOptions, RECORD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use reader::{LogRecord, WalReader};
-pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, Ticket};
+pub use record::{Durability, GroupEvent, GroupListener, Receipt, Record, RecordLocation, Ticket};
 pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
 pub use segment::{parse_segment_file_name, segment_file_name};
 
@@ -329,10 +329,12 @@ impl Wal {
                 group_records: j.records_at_join,
                 durability,
                 correlation_id,
+                location: j.location,
             });
         }
         j.group.wait(None);
-        j.group.receipt(j.lsn, durability, correlation_id)
+        j.group
+            .receipt(j.lsn, durability, correlation_id, j.location)
     }
 
     /// Appends records, each validated alone: an invalid one (too large, …) gets its own
@@ -415,6 +417,7 @@ impl Wal {
                 durability: record.durability,
                 records_at_join: j.records_at_join,
                 correlation_id: record.correlation_id,
+                location: j.location,
             }),
             (None, Some(e)) => Err(e),
             (None, None) => unreachable!("join either joins the record or says why not"),
@@ -476,6 +479,68 @@ impl Wal {
     /// The options the log was opened with.
     pub(crate) fn options(&self) -> &WalOptions {
         &self.commit.opts
+    }
+
+    /// Copies `buf.len()` bytes at byte `offset` of segment `segment` into `buf`: random
+    /// access to bytes of records already written, such as a part of a payload whose place
+    /// came from [`Receipt::location`] or [`WalReader::last_location`].
+    ///
+    /// Sealed segments are read through their memory map, the active one with a positioned
+    /// read. Nothing is verified here (the frame's checksum was checked when it was written
+    /// or recovered); reading bytes that are not written yet returns whatever the file holds
+    /// there (zeros of the preallocation). Fails with an IO error of kind `NotFound` if the
+    /// segment is not in the log (removed by [`Wal::truncate_before`]) and `UnexpectedEof` if
+    /// the range runs past the end of the file.
+    pub fn read_at(&self, segment: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let segments = self.commit.segments.read();
+        let i = segments
+            .binary_search_by_key(&segment, |s| s.seq())
+            .map_err(|_| {
+                Error::io(
+                    "read segment",
+                    self.segment_path(segment),
+                    io::Error::new(io::ErrorKind::NotFound, "segment is not in the log"),
+                )
+            })?;
+        let s = &segments[i];
+        let eof = || {
+            Error::io(
+                "read segment",
+                &s.path,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "range past the end of the file",
+                ),
+            )
+        };
+        // Only the last segment is ever written; the others are sealed and may be mapped.
+        if i + 1 < segments.len() {
+            let map = s.mapped()?;
+            let start = usize::try_from(offset).map_err(|_| eof())?;
+            let bytes = start
+                .checked_add(buf.len())
+                .and_then(|end| map.get(start..end))
+                .ok_or_else(eof)?;
+            buf.copy_from_slice(bytes);
+            Ok(())
+        } else {
+            let file = s.file.clone();
+            let path = s.path.clone();
+            drop(segments);
+            let n = crate::io::read_full_at(&*file, buf, offset)
+                .map_err(|e| Error::io("read segment", &path, e))?;
+            if n < buf.len() {
+                return Err(Error::io(
+                    "read segment",
+                    path,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "range past the end of the file",
+                    ),
+                ));
+            }
+            Ok(())
+        }
     }
 
     /// Removes, durably, every whole segment whose records all have LSNs below `lsn`. The

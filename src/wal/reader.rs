@@ -7,6 +7,7 @@ use crate::format::{
     SEGMENT_HEADER_BYTES,
 };
 use crate::io::read_full_at;
+use crate::wal::record::RecordLocation;
 use crate::wal::recovery::find_valid_frame;
 use crate::wal::segment::Segment;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct WalReader {
     /// The lowest LSN not yet passed.
     next_lsn: u64,
     done: bool,
+    /// Where the record last returned lies.
+    last_location: Option<RecordLocation>,
 }
 
 enum Window {
@@ -70,6 +73,7 @@ impl WalReader {
             window: Window::None,
             from_lsn,
             last_lsn,
+            last_location: None,
         }
     }
 
@@ -90,6 +94,13 @@ impl WalReader {
             // The reader's segment was removed by truncation: start over from where it was.
             None => *self = WalReader::new(segments, self.next_lsn.max(self.from_lsn), last_lsn),
         }
+    }
+
+    /// Where the record last returned by [`Iterator::next`] lies in the log (`None` before
+    /// the first). With [`Wal::read_at`](crate::Wal::read_at), lets an index remember where
+    /// a payload is instead of keeping it in memory.
+    pub fn last_location(&self) -> Option<RecordLocation> {
+        self.last_location
     }
 
     fn is_active(&self) -> bool {
@@ -188,6 +199,12 @@ impl WalReader {
                 Ok((lsn, frame_len, record)) => {
                     if lsn > last_lsn {
                         return Ok(None);
+                    }
+                    if record.is_some() {
+                        self.last_location = Some(RecordLocation {
+                            segment: self.segments[self.index].seq(),
+                            offset: self.offset,
+                        });
                     }
                     self.offset += frame_len as u64;
                     self.next_lsn = lsn + 1;

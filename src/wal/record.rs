@@ -72,6 +72,28 @@ impl<'a> From<&'a [u8]> for Record<'a> {
     }
 }
 
+/// Where a record's frame lies in the log: the segment's sequence number and the byte offset
+/// of the frame in that segment file.
+///
+/// The payload starts [`RecordLocation::payload_offset`] bytes into the file (after the
+/// 17-byte frame header, or 33 bytes with a correlation id; see `docs/FORMAT.md`). Read bytes
+/// back with [`Wal::read_at`](crate::Wal::read_at). A location stays valid until
+/// [`Wal::truncate_before`](crate::Wal::truncate_before) removes its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RecordLocation {
+    /// Sequence number of the segment (its file name).
+    pub segment: u64,
+    /// Byte offset of the frame in the segment file.
+    pub offset: u64,
+}
+
+impl RecordLocation {
+    /// Byte offset, in the segment file, of the record's payload.
+    pub fn payload_offset(&self, has_correlation_id: bool) -> u64 {
+        self.offset + crate::format::frame_len(0, has_correlation_id) as u64
+    }
+}
+
 /// Proof that a record is in the log, as durable as asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -86,6 +108,11 @@ pub struct Receipt {
     pub durability: Durability,
     /// The correlation id the record was appended with.
     pub correlation_id: Option<CorrelationId>,
+    /// Where the record's frame is in the log. Its bytes can be read back with
+    /// [`Wal::read_at`](crate::Wal::read_at) once written: at once for `Flush` and `Sync`
+    /// receipts, for `Buffer` ones once [`Wal::written_lsn`](crate::Wal::written_lsn) has
+    /// reached `lsn`.
+    pub location: RecordLocation,
 }
 
 /// A record submitted without waiting; [`Ticket::wait`] returns its receipt.
@@ -96,6 +123,7 @@ pub struct Ticket {
     pub(crate) durability: Durability,
     pub(crate) records_at_join: u32,
     pub(crate) correlation_id: Option<CorrelationId>,
+    pub(crate) location: RecordLocation,
 }
 
 impl Ticket {
@@ -122,6 +150,7 @@ impl Ticket {
             group_records: self.records_at_join,
             durability: self.durability,
             correlation_id: self.correlation_id,
+            location: self.location,
         }
     }
 
@@ -131,8 +160,12 @@ impl Ticket {
             return Ok(self.buffered_receipt());
         }
         self.group.wait(None);
-        self.group
-            .receipt(self.lsn, self.durability, self.correlation_id)
+        self.group.receipt(
+            self.lsn,
+            self.durability,
+            self.correlation_id,
+            self.location,
+        )
     }
 
     /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
@@ -142,7 +175,12 @@ impl Ticket {
         }
         if self.group.wait(Some(timeout)) {
             self.group
-                .receipt(self.lsn, self.durability, self.correlation_id)
+                .receipt(
+                    self.lsn,
+                    self.durability,
+                    self.correlation_id,
+                    self.location,
+                )
                 .map(Some)
         } else {
             Ok(None)
