@@ -29,6 +29,8 @@
 mod error;
 pub mod format;
 pub mod io;
+#[cfg(feature = "openraft")]
+pub mod raft;
 pub mod stats;
 pub mod wal;
 
