@@ -331,15 +331,15 @@ impl<C: RaftTypeConfig> Shared<C> {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Under the lock: which entries, where, and the cached bodies.
-        let plan: Vec<(u64, u64, Option<Arc<[u8]>>)> = {
+        // Under the lock: which entries (index, LSN), and the cached bodies.
+        let plan: Vec<(u64, u64, Cached)> = {
             let st = self.state.lock();
             st.slots
                 .range(start..end)
                 .map(|(&index, slot)| (index, slot.lsn, st.cache.get(&index).cloned()))
                 .collect()
         };
-        let mut bodies: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(plan.len());
+        let mut bodies: Vec<Cached> = Vec::with_capacity(plan.len());
         let mut missing: BTreeMap<u64, usize> = BTreeMap::new();
         for (i, (_, lsn, body)) in plan.iter().enumerate() {
             if body.is_none() {
@@ -388,6 +388,9 @@ impl<C: RaftTypeConfig> Shared<C> {
         Ok(out)
     }
 }
+
+/// An entry's encoded body, if it is in the cache.
+type Cached = Option<Arc<[u8]>>;
 
 /// `[start, end)` of a range of log indexes.
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {

@@ -18,6 +18,9 @@
 //! # let _ = raft; Ok(()) }
 //! ```
 
+// openraft's traits return its `StorageError` (about 200 bytes); helpers return it too.
+#![allow(clippy::result_large_err)]
+
 mod codec;
 mod completion;
 pub mod kv;
