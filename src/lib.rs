@@ -32,6 +32,8 @@ mod error;
 pub mod format;
 pub mod io;
 pub mod kv;
+#[cfg(feature = "openraft")]
+pub mod raft;
 pub mod stats;
 pub mod wal;
 
