@@ -69,3 +69,110 @@ fn options_validate_without_opening_anything() {
         })
     ));
 }
+
+/// Regression: a prepared spare segment replaced the segment a rotation was creating.
+///
+/// The background thread prepares the next segment's file ahead of rotation (zero-filling
+/// 64 MiB while every writer waits was a stall of over 100 ms). Rotation asked for the next
+/// spare as soon as it started, while its own creation of segment N was still in flight and
+/// `next_segment_seq` still said N. The background then "prepared segment N": it deleted the
+/// rotation's `.tmp` file and made a new one without a header, which the rotation renamed
+/// into place. The next open found segment N with a bad magic and refused the log. Found by
+/// the CLI tests (64 KiB segments rotate constantly). Now the spare is requested only once
+/// the rotation is done, and never prepared while one is in flight.
+#[test]
+fn regression_rotations_racing_spare_preparation_leave_every_header_valid() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions::default()
+            .segment_bytes(64 << 10)
+            .sync_interval(std::time::Duration::from_millis(1))
+            .sync_interval_jitter(std::time::Duration::ZERO);
+        let wal = Wal::open(dir.path(), options.clone()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..150 {
+                        wal.append(Record::new(&[3u8; 900])).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(wal.segments().len() >= 8, "round {round}: it rotated");
+        wal.close().unwrap();
+        drop(wal);
+        let strict = options.recovery_mode(groupwal::RecoveryMode::Strict);
+        let wal = Wal::open_read_only(dir.path(), strict)
+            .unwrap_or_else(|e| panic!("round {round}: every segment valid after rotations: {e}"));
+        assert_eq!(wal.recovery_report().records, 600);
+    }
+}
+
+/// The next segment is prepared in the background once the active one is half full;
+/// rotation turns that file into the segment (no zero-filling while writers wait), and
+/// close removes a spare nobody used.
+#[test]
+fn a_spare_segment_is_prepared_at_half_full_used_by_rotation_and_removed_at_close() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = 1u64 << 20;
+    let wal = Wal::open(
+        dir.path(),
+        WalOptions::default().segment_bytes(segment_bytes),
+    )
+    .unwrap();
+    let spare = dir.path().join(format!("{}.tmp", segment_file_name(2)));
+    let payload = vec![5u8; 4000];
+    // Below half full: nothing is prepared yet (an empty log reserves one segment only).
+    for _ in 0..100 {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    assert!(
+        !spare.exists(),
+        "no spare before the active segment is half full"
+    );
+    for _ in 0..50 {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&spare).map_or(true, |m| m.len() < segment_bytes) {
+        assert!(
+            Instant::now() < deadline,
+            "the spare was not prepared within 10 s"
+        );
+        std::thread::yield_now();
+    }
+    // Fill segment 1: rotation takes the spare, whose inode becomes segment 2.
+    let ino =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let spare_inode = ino(&spare);
+    while wal.segments().len() < 2 {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    assert_eq!(
+        ino(&wal.segment_path(2)),
+        spare_inode,
+        "segment 2 is the prepared file"
+    );
+    assert!(!spare.exists());
+    // Half way through segment 2 a spare for segment 3 appears; close removes it.
+    let spare3 = dir.path().join(format!("{}.tmp", segment_file_name(3)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spare3.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no spare for segment 3 within 10 s"
+        );
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    wal.close().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "close removed the spare: {leftovers:?}"
+    );
+}

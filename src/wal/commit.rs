@@ -26,7 +26,7 @@ use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_B
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
 use crate::wal::record::{Durability, GroupEvent, Receipt, RecordLocation};
-use crate::wal::segment::{create_segment, Segment};
+use crate::wal::segment::{create_segment, prepare_spare, Segment, Spare};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::io;
@@ -314,6 +314,12 @@ pub(crate) struct State {
     /// Set when the background thread must exit.
     stop: bool,
     spare: Vec<Vec<u8>>,
+    /// The next segment's file, prepared by the background thread ahead of rotation.
+    spare_segment: Option<Spare>,
+    /// The background thread is preparing it (rotation waits rather than race it).
+    preparing_spare: bool,
+    /// A spare is wanted: the active segment passed half full (or a rotation just ended).
+    spare_wanted: bool,
     space_waiters: usize,
     cost: CostModel,
     rng: fastrand::Rng,
@@ -433,6 +439,9 @@ impl Commit {
                 kick: false,
                 stop: false,
                 spare: vec![Vec::with_capacity(initial_buffer)],
+                spare_segment: None,
+                preparing_spare: false,
+                spare_wanted: false,
                 space_waiters: 0,
                 cost: CostModel::new(),
                 rng: fastrand::Rng::with_seed(seed),
@@ -681,6 +690,15 @@ impl Commit {
         open.group.records.store(records, Ordering::Relaxed);
         let offset = st.tail;
         st.tail += open.buf.len() as u64;
+        if st.tail > self.opts.segment_bytes / 2
+            && offset <= self.opts.segment_bytes / 2
+            && st.spare_segment.is_none()
+        {
+            // Half way through the active segment: time to prepare the next one, so that
+            // rotation does not zero-fill it while every writer waits.
+            st.spare_wanted = true;
+            self.background_cv.notify_one();
+        }
         let segment = st.active.clone();
         let sync = open.needs_sync || force_sync;
         let (first_lsn, last_lsn) = if records > 0 {
@@ -892,6 +910,10 @@ impl Commit {
         debug_assert!(st.open.records == 0 && !st.leader_active);
         st.rotating = true;
         st.leader_active = true;
+        while st.preparing_spare {
+            self.wait_space(st);
+        }
+        let spare = st.spare_segment.take();
         let old = st.active.clone();
         let unsynced = st.written_lsn > st.durable_lsn;
         let header = SegmentHeader {
@@ -904,6 +926,9 @@ impl Commit {
             if unsynced {
                 self.stats.syncs.add(1);
                 if let Err(e) = old.file.sync_data() {
+                    if let Some(spare) = spare {
+                        spare.discard(&*self.storage);
+                    }
                     return (Err(e), None);
                 }
                 self.durable_lsn.fetch_max(written, Ordering::Release);
@@ -914,12 +939,18 @@ impl Commit {
                 header,
                 self.opts.segment_bytes,
                 self.opts.preallocation,
+                spare,
             );
             (Ok(()), Some(created))
         });
         st.rotating = false;
         st.leader_active = false;
         self.space_cv.notify_all();
+        // Only now, with `next_segment_seq` settled, may the background prepare the next
+        // spare: preparing while this rotation's own `.tmp` file was in flight let it replace
+        // that file with a header-less one, which the rotation then renamed into place.
+        st.spare_wanted = true;
+        self.background_cv.notify_one();
         if let Err(e) = seal {
             let reason = format!("sealing segment {} failed: {e}", old.seq());
             self.poison(st, reason.clone());
@@ -991,11 +1022,17 @@ impl Commit {
                 st.rng.u64(0..=jitter)
             };
             let deadline = Instant::now() + self.opts.sync_interval + Duration::from_nanos(extra);
-            while !st.stop && !st.kick && Instant::now() < deadline {
+            while !st.stop && !st.kick && !st.spare_wanted && Instant::now() < deadline {
                 self.background_cv.wait_until(&mut st, deadline);
             }
             if st.stop {
                 return;
+            }
+            if st.spare_wanted {
+                self.prepare_spare(&mut st);
+                if st.stop {
+                    return;
+                }
             }
             st.kick = false;
             let pending = st.open.records > 0 || st.written_lsn > st.durable_lsn;
@@ -1007,6 +1044,38 @@ impl Commit {
             } else {
                 st.leader_active = true;
                 self.lead(&mut st, true);
+            }
+        }
+    }
+
+    /// Background: prepares the next segment's file so rotation need not zero-fill it while
+    /// every writer waits. A failure (a full disk) is not an error here: rotation then creates
+    /// the segment itself and reports what goes wrong to the writer that needed it.
+    fn prepare_spare(&self, st: &mut MutexGuard<'_, State>) {
+        st.spare_wanted = false;
+        // A rotation in flight is creating the segment `next_segment_seq` names; it asks
+        // again when it is done.
+        if st.refusal.is_some() || st.spare_segment.is_some() || st.rotating {
+            return;
+        }
+        st.preparing_spare = true;
+        let seq = st.next_segment_seq;
+        let prepared = MutexGuard::unlocked(st, || {
+            prepare_spare(
+                &*self.storage,
+                &self.dir,
+                seq,
+                self.opts.segment_bytes,
+                self.opts.preallocation,
+            )
+        });
+        st.preparing_spare = false;
+        self.space_cv.notify_all();
+        if let Ok(spare) = prepared {
+            if spare.seq == st.next_segment_seq && !st.stop {
+                st.spare_segment = Some(spare);
+            } else {
+                spare.discard(&*self.storage);
             }
         }
     }
@@ -1046,6 +1115,9 @@ impl Commit {
         }
         self.fail_open_group(&mut st);
         st.stop = true;
+        if let Some(spare) = st.spare_segment.take() {
+            spare.discard(&*self.storage);
+        }
         self.background_cv.notify_all();
         drop(st);
         // Closing the channel ends the listener thread once it has seen every event.

@@ -200,6 +200,7 @@ impl Wal {
                     header,
                     options.segment_bytes,
                     options.preallocation,
+                    None,
                 )?;
                 segments.push(Arc::new(segment));
                 tail = crate::format::SEGMENT_HEADER_BYTES as u64;

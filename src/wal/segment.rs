@@ -64,35 +64,103 @@ impl Segment {
     }
 }
 
-/// Creates segment `header.segment_seq` durably: written to a temporary name, preallocated,
-/// header written and synced, renamed into place, directory synced. Only then may a record
-/// in it be acknowledged. On error nothing is left behind that recovery would trip over (a
-/// leftover `.tmp` file is removed here or at the next open).
+/// A file prepared ahead of need under the temporary name of segment `seq`: preallocated
+/// (zero-filled by default) and synced, but without a header, so it is not yet a segment.
+/// Rotation turns it into one with a header write, a sync and a rename, instead of stalling
+/// every writer while 64 MiB of zeros are written. A spare left by a crash is a `.tmp` file,
+/// which recovery removes.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub seq: u64,
+    file: Arc<dyn StorageFile>,
+    tmp: PathBuf,
+}
+
+impl Spare {
+    /// Deletes the spare's file (best effort: recovery removes it anyway).
+    pub fn discard(self, storage: &dyn Storage) {
+        let _ = storage.remove_file(&self.tmp);
+    }
+}
+
+fn tmp_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{}{TMP_SUFFIX}", segment_file_name(seq)))
+}
+
+/// Removes a leftover temporary file of segment `seq`, then creates it afresh.
+fn create_tmp(storage: &dyn Storage, tmp: &Path) -> Result<Arc<dyn StorageFile>> {
+    if storage.exists(tmp).map_err(|e| Error::io("stat", tmp, e))? {
+        storage
+            .remove_file(tmp)
+            .map_err(|e| Error::io("remove stale temporary segment", tmp, e))?;
+    }
+    storage
+        .open_file(tmp, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create segment", tmp, e))
+}
+
+/// Bytes a spare is preallocated by at a time.
+const SPARE_STEP_BYTES: u64 = 1 << 20;
+
+/// Prepares the file of segment `seq` ahead of need (see [`Spare`]).
+pub(crate) fn prepare_spare(
+    storage: &dyn Storage,
+    dir: &Path,
+    seq: u64,
+    segment_bytes: u64,
+    preallocation: Preallocation,
+) -> Result<Spare> {
+    let tmp = tmp_path(dir, seq);
+    let result = create_tmp(storage, &tmp).and_then(|file| {
+        // In steps, so the log's own writes interleave with the zeros instead of queueing
+        // behind tens of megabytes of them.
+        let mut len = 0;
+        while len < segment_bytes {
+            len = (len + SPARE_STEP_BYTES).min(segment_bytes);
+            file.allocate(len, preallocation)
+                .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+        }
+        file.sync_all()
+            .map_err(|e| Error::io("sync prepared segment", &tmp, e))?;
+        Ok(file)
+    });
+    match result {
+        Ok(file) => Ok(Spare { seq, file, tmp }),
+        Err(e) => {
+            let _ = storage.remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Creates segment `header.segment_seq` durably: written to a temporary name (or taken from
+/// a prepared `spare` of the same sequence number), preallocated, header written and synced,
+/// renamed into place, directory synced. Only then may a record in it be acknowledged. On
+/// error nothing is left behind that recovery would trip over (a leftover `.tmp` file is
+/// removed here or at the next open).
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     header: SegmentHeader,
     segment_bytes: u64,
     preallocation: Preallocation,
+    spare: Option<Spare>,
 ) -> Result<Segment> {
-    let name = segment_file_name(header.segment_seq);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let path = dir.join(segment_file_name(header.segment_seq));
+    let tmp = tmp_path(dir, header.segment_seq);
     let result = (|| {
-        // A leftover from a crashed creation of the same segment.
-        if storage
-            .exists(&tmp)
-            .map_err(|e| Error::io("stat", &tmp, e))?
-        {
-            storage
-                .remove_file(&tmp)
-                .map_err(|e| Error::io("remove stale temporary segment", &tmp, e))?;
-        }
-        let file = storage
-            .open_file(&tmp, OpenMode::CreateNew)
-            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        let file = match spare {
+            Some(spare) if spare.seq == header.segment_seq => spare.file,
+            other => {
+                if let Some(spare) = other {
+                    spare.discard(storage);
+                }
+                create_tmp(storage, &tmp)?
+            }
+        };
         file.write_all_at(&header.encode(), 0)
             .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        // A no-op for a prepared spare, which has its full size already.
         file.allocate(segment_bytes, preallocation)
             .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
         file.sync_all()
