@@ -126,6 +126,23 @@ fn durable_batch(c: &mut Criterion) {
             }
         })
     });
+    // The same with fallocate'd segments: no zeros written ahead of the data.
+    let dir_fallocate = tempfile::tempdir_in(".").expect("tempdir");
+    let wal_fallocate = Wal::open(
+        dir_fallocate.path(),
+        options()
+            .group_bytes_max(4 << 20)
+            .preallocation(groupwal::io::Preallocation::Fallocate),
+    )
+    .expect("open");
+    g.bench_function("groupwal_fallocate", |b| {
+        b.iter(|| {
+            let records: Vec<Record<'_>> = payloads.iter().map(|p| Record::new(p)).collect();
+            for r in wal_fallocate.append_many(&records) {
+                r.expect("append");
+            }
+        })
+    });
     let naive = Naive::new(dir.path());
     let joined: Vec<u8> = payloads.concat();
     g.bench_function("naive_one_write", |b| b.iter(|| naive.append(&joined)));
