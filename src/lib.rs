@@ -30,6 +30,9 @@ mod error;
 pub mod format;
 pub mod io;
 pub mod stats;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod testing;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -26,7 +26,7 @@ use crate::format::{PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
 use crate::wal::record::{Durability, GroupEvent, Receipt};
-use crate::wal::segment::{create_segment, Segment};
+use crate::wal::segment::{create_segment, CreateError, Segment};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::io;
@@ -398,7 +398,11 @@ impl Commit {
     pub fn read_snapshot(&self) -> (Vec<Arc<Segment>>, u64) {
         // Lock order: state, then segments (rotation pushes under both).
         let st = self.state.lock();
-        let written = st.written_lsn;
+        // The atomic, not `st.written_lsn`: a leader publishes the atomic before it wakes
+        // its group and updates the state's copy only once it has the lock again, so a
+        // writer that another thread led can return before the copy moves. Its own record
+        // must be readable at once (read-your-writes).
+        let written = self.written_lsn.load(Ordering::Acquire).max(st.written_lsn);
         (self.segments.read().clone(), written)
     }
 
@@ -432,6 +436,13 @@ impl Commit {
         mut on_join: impl FnMut(Joined),
     ) -> Option<Error> {
         let n = frames.len();
+        if n == 0 {
+            // Nothing to join and nothing to wait for. Going on would let an empty batch
+            // claim the designated leadership of a group that holds only `Buffer` records:
+            // no leader ever runs such a group, so the caller would sleep until the next
+            // background sync (an hour, with the longest `sync_interval`).
+            return None;
+        }
         let mut remaining_bytes: usize = frames.iter().map(|f| f.len()).sum();
         let mut i = 0;
         let mut st = self.state.lock();
@@ -703,8 +714,9 @@ impl Commit {
     }
 
     /// Seals the active segment (syncing what it holds) and creates the next one. Called
-    /// with an empty open group and no leader. A creation failure (a full disk) fails only
-    /// the caller and leaves the log usable; a failed seal sync poisons it.
+    /// with an empty open group and no leader. A creation failure before the new segment is
+    /// named (a full disk) fails only the caller and leaves the log usable; a failed seal
+    /// sync, or a failed directory sync after the new segment was named, poisons it.
     fn rotate(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
         debug_assert!(st.open.records == 0 && !st.leader_active);
         st.rotating = true;
@@ -745,7 +757,23 @@ impl Commit {
         if unsynced {
             st.durable_lsn = written;
         }
-        let segment = Arc::new(created.expect("created when the seal succeeded")?);
+        let segment = match created.expect("created when the seal succeeded") {
+            Ok(segment) => Arc::new(segment),
+            Err(CreateError { error, named: true }) => {
+                // The new segment exists under its name, starting at the next LSN, but the
+                // directory sync that would make it durable failed. Appending to the old
+                // segment now would give two segments the same LSNs (recovery refuses such
+                // a log), and retrying the sync proves nothing: fail-stop, as for any failed
+                // sync. Reopening syncs the directory before it accepts appends.
+                let reason = format!("creating segment {} failed: {error}", header.segment_seq);
+                self.poison(st, reason.clone());
+                return Err(Error::Poisoned { reason });
+            }
+            Err(CreateError {
+                error,
+                named: false,
+            }) => return Err(error),
+        };
         self.segments.write().push(segment.clone());
         st.active = segment;
         st.tail = SEGMENT_HEADER_BYTES as u64;

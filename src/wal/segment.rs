@@ -64,20 +64,38 @@ impl Segment {
     }
 }
 
+/// A failed [`create_segment`].
+#[derive(Debug)]
+pub(crate) struct CreateError {
+    pub error: Error,
+    /// The rename into place happened (only the directory sync after it failed): a segment
+    /// file with the new header may exist under its real name, now and after a crash.
+    pub named: bool,
+}
+
+impl From<CreateError> for Error {
+    fn from(e: CreateError) -> Error {
+        e.error
+    }
+}
+
 /// Creates segment `header.segment_seq` durably: written to a temporary name, preallocated,
 /// header written and synced, renamed into place, directory synced. Only then may a record
-/// in it be acknowledged. On error nothing is left behind that recovery would trip over (a
-/// leftover `.tmp` file is removed here or at the next open).
+/// in it be acknowledged. A failure before the rename leaves nothing behind that recovery
+/// would trip over (a leftover `.tmp` file is removed here or at the next open); a failure
+/// of the directory sync after it leaves the new, empty segment under its real name
+/// ([`CreateError::named`]), and the caller must not append to the previous segment again.
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     header: SegmentHeader,
     segment_bytes: u64,
     preallocation: Preallocation,
-) -> Result<Segment> {
+) -> Result<Segment, CreateError> {
     let name = segment_file_name(header.segment_seq);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let mut named = false;
     let result = (|| {
         // A leftover from a crashed creation of the same segment.
         if storage
@@ -100,6 +118,7 @@ pub(crate) fn create_segment(
         storage
             .rename(&tmp, &path)
             .map_err(|e| Error::io("rename new segment", &path, e))?;
+        named = true;
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
@@ -107,12 +126,14 @@ pub(crate) fn create_segment(
     })();
     match result {
         Ok(file) => Ok(Segment::new(header, path, file)),
-        Err(e) => {
+        Err(error) => {
             // Best effort: free the space at once (ENOSPC is the common cause). If the rename
             // happened but the directory sync failed, the segment is complete and empty, which
-            // recovery accepts.
-            let _ = storage.remove_file(&tmp);
-            Err(e)
+            // recovery accepts as long as nothing was appended to the previous one since.
+            if !named {
+                let _ = storage.remove_file(&tmp);
+            }
+            Err(CreateError { error, named })
         }
     }
 }
