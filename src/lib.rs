@@ -35,6 +35,9 @@ pub mod kv;
 #[cfg(feature = "openraft")]
 pub mod raft;
 pub mod stats;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod testing;
 pub mod wal;
 
 pub use consumer::{

@@ -78,8 +78,9 @@ fn options_validate_without_opening_anything() {
 /// `next_segment_seq` still said N. The background then "prepared segment N": it deleted the
 /// rotation's `.tmp` file and made a new one without a header, which the rotation renamed
 /// into place. The next open found segment N with a bad magic and refused the log. Found by
-/// the CLI tests (64 KiB segments rotate constantly). Now the spare is requested only once
-/// the rotation is done, and never prepared while one is in flight.
+/// the CLI tests (64 KiB segments rotate constantly). Now a spare is asked for only when the
+/// active segment passes half full, never prepared while a rotation is in flight, and a
+/// rotation waits for a preparation in flight before it starts.
 #[test]
 fn regression_rotations_racing_spare_preparation_leave_every_header_valid() {
     for round in 0..5 {

@@ -26,7 +26,7 @@ use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_B
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
 use crate::wal::record::{Durability, GroupEvent, Receipt, RecordLocation};
-use crate::wal::segment::{create_segment, prepare_spare, Segment, Spare};
+use crate::wal::segment::{create_segment, prepare_spare, CreateError, Segment, Spare};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::io;
@@ -318,7 +318,7 @@ pub(crate) struct State {
     spare_segment: Option<Spare>,
     /// The background thread is preparing it (rotation waits rather than race it).
     preparing_spare: bool,
-    /// A spare is wanted: the active segment passed half full (or a rotation just ended).
+    /// A spare is wanted: the active segment passed half full.
     spare_wanted: bool,
     space_waiters: usize,
     cost: CostModel,
@@ -466,7 +466,11 @@ impl Commit {
     pub fn read_snapshot(&self) -> (Vec<Arc<Segment>>, u64) {
         // Lock order: state, then segments (rotation pushes under both).
         let st = self.state.lock();
-        let written = st.written_lsn;
+        // The atomic, not `st.written_lsn`: a leader publishes the atomic before it wakes
+        // its group and updates the state's copy only once it has the lock again, so a
+        // writer that another thread led can return before the copy moves. Its own record
+        // must be readable at once (read-your-writes).
+        let written = self.written_lsn.load(Ordering::Acquire).max(st.written_lsn);
         (self.segments.read().clone(), written)
     }
 
@@ -516,6 +520,13 @@ impl Commit {
         mut on_join: impl FnMut(Joined),
     ) -> Option<Error> {
         let n = frames.len();
+        if n == 0 {
+            // Nothing to join and nothing to wait for. Going on would let an empty batch
+            // claim the designated leadership of a group that holds only `Buffer` records:
+            // no leader ever runs such a group, so the caller would sleep until the next
+            // background sync (an hour, with the longest `sync_interval`).
+            return None;
+        }
         let mut remaining_bytes: usize = frames.iter().map(|f| f.len()).sum();
         let mut i = 0;
         let mut st = self.state.lock();
@@ -690,7 +701,8 @@ impl Commit {
         open.group.records.store(records, Ordering::Relaxed);
         let offset = st.tail;
         st.tail += open.buf.len() as u64;
-        if st.tail > self.opts.segment_bytes / 2
+        if self.opts.prepare_next_segment
+            && st.tail > self.opts.segment_bytes / 2
             && offset <= self.opts.segment_bytes / 2
             && st.spare_segment.is_none()
         {
@@ -904,8 +916,9 @@ impl Commit {
     }
 
     /// Seals the active segment (syncing what it holds) and creates the next one. Called
-    /// with an empty open group and no leader. A creation failure (a full disk) fails only
-    /// the caller and leaves the log usable; a failed seal sync poisons it.
+    /// with an empty open group and no leader. A creation failure before the new segment is
+    /// named (a full disk) fails only the caller and leaves the log usable; a failed seal
+    /// sync, or a failed directory sync after the new segment was named, poisons it.
     fn rotate(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
         debug_assert!(st.open.records == 0 && !st.leader_active);
         st.rotating = true;
@@ -946,11 +959,6 @@ impl Commit {
         st.rotating = false;
         st.leader_active = false;
         self.space_cv.notify_all();
-        // Only now, with `next_segment_seq` settled, may the background prepare the next
-        // spare: preparing while this rotation's own `.tmp` file was in flight let it replace
-        // that file with a header-less one, which the rotation then renamed into place.
-        st.spare_wanted = true;
-        self.background_cv.notify_one();
         if let Err(e) = seal {
             let reason = format!("sealing segment {} failed: {e}", old.seq());
             self.poison(st, reason.clone());
@@ -959,7 +967,23 @@ impl Commit {
         if unsynced {
             st.durable_lsn = written;
         }
-        let segment = Arc::new(created.expect("created when the seal succeeded")?);
+        let segment = match created.expect("created when the seal succeeded") {
+            Ok(segment) => Arc::new(segment),
+            Err(CreateError { error, named: true }) => {
+                // The new segment exists under its name, starting at the next LSN, but the
+                // directory sync that would make it durable failed. Appending to the old
+                // segment now would give two segments the same LSNs (recovery refuses such
+                // a log), and retrying the sync proves nothing: fail-stop, as for any failed
+                // sync. Reopening syncs the directory before it accepts appends.
+                let reason = format!("creating segment {} failed: {error}", header.segment_seq);
+                self.poison(st, reason.clone());
+                return Err(Error::Poisoned { reason });
+            }
+            Err(CreateError {
+                error,
+                named: false,
+            }) => return Err(error),
+        };
         self.segments.write().push(segment.clone());
         st.active = segment;
         st.tail = SEGMENT_HEADER_BYTES as u64;
@@ -1053,8 +1077,10 @@ impl Commit {
     /// the segment itself and reports what goes wrong to the writer that needed it.
     fn prepare_spare(&self, st: &mut MutexGuard<'_, State>) {
         st.spare_wanted = false;
-        // A rotation in flight is creating the segment `next_segment_seq` names; it asks
-        // again when it is done.
+        // A rotation in flight is creating the segment `next_segment_seq` names: preparing
+        // it too once replaced the rotation's `.tmp` file with a header-less one, which the
+        // rotation then renamed into place (tests/api.rs tells the story). The next segment
+        // becomes half full soon enough to ask again.
         if st.refusal.is_some() || st.spare_segment.is_some() || st.rotating {
             return;
         }

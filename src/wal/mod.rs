@@ -163,7 +163,13 @@ impl Wal {
                 Error::io("lock log directory", dir, e)
             }
         })?;
-        let recovered = recovery::recover(&*storage, dir, options.recovery_mode, !read_only)?;
+        let recovered = recovery::recover(
+            &*storage,
+            dir,
+            options.recovery_mode,
+            !read_only,
+            options.segment_bytes,
+        )?;
         let mut segments = recovered.segments;
         let mut tail = recovered.tail_offset;
         let mut next_segment_seq = recovered.next_segment_seq;
@@ -186,6 +192,13 @@ impl Wal {
                     .allocate(options.segment_bytes, options.preallocation)
                     .and_then(|()| last.file.sync_data())
                     .map_err(|e| Error::io("preallocate active segment", &last.path, e))?;
+                // The segments' names must be durable before a record is acknowledged in
+                // them: the previous process may have died (or been poisoned) between renaming
+                // a new segment into place and syncing the directory, and the page cache
+                // still shows the name that a power cut would take away.
+                storage
+                    .sync_dir(dir)
+                    .map_err(|e| Error::io("sync directory", dir, e))?;
             } else {
                 let header = SegmentHeader {
                     segment_seq: next_segment_seq,

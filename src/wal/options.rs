@@ -44,6 +44,7 @@ pub struct WalOptions {
     pub(crate) seed: Option<u64>,
     pub(crate) listener: Option<Arc<dyn GroupListener>>,
     pub(crate) trace_sample_rate: f64,
+    pub(crate) prepare_next_segment: bool,
 }
 
 /// Smallest allowed segment.
@@ -72,6 +73,7 @@ impl Default for WalOptions {
             seed: None,
             listener: None,
             trace_sample_rate: 0.01,
+            prepare_next_segment: true,
         }
     }
 }
@@ -94,6 +96,7 @@ impl fmt::Debug for WalOptions {
             .field("seed", &self.seed)
             .field("listener", &self.listener.is_some())
             .field("trace_sample_rate", &self.trace_sample_rate)
+            .field("prepare_next_segment", &self.prepare_next_segment)
             .finish()
     }
 }
@@ -210,6 +213,16 @@ impl WalOptions {
     /// Default: none.
     pub fn listener(mut self, v: Option<Arc<dyn GroupListener>>) -> Self {
         self.listener = v;
+        self
+    }
+
+    /// Whether the background thread prepares the next segment's file once the active one is
+    /// half full, so that rotation does not preallocate it while every writer waits (see
+    /// `docs/DESIGN.md`, "Segments and preallocation"). Default: on. Turn it off for
+    /// deterministic simulation runs, where IO at moments set by thread timing would change
+    /// which call an injected fault hits.
+    pub fn prepare_next_segment(mut self, v: bool) -> Self {
+        self.prepare_next_segment = v;
         self
     }
 

@@ -118,6 +118,9 @@ impl WalReader {
             }
         } else {
             let have = match &self.window {
+                // Saturating: `need` is usize::MAX when a skip over a salvaged range asks for
+                // the rest of the segment, and a wrapped sum would pass for a window that
+                // holds only a chunk of it (the skip would then miss the records after it).
                 Window::Read { start, bytes } => {
                     // Saturating: `need` is usize::MAX when stepping over a salvaged range
                     // ("all that remains").
@@ -188,15 +191,7 @@ impl WalReader {
                 (frame.lsn, frame.frame_len, record)
             });
             match decoded {
-                // A frame whose LSN is below the next expected one is stale (left from an
-                // earlier write at this offset): not a record. Gaps above it are ranges an
-                // earlier salvage skipped.
-                Ok((lsn, _, _)) if lsn < self.next_lsn => {
-                    if !self.resync(salt)? {
-                        return Ok(None);
-                    }
-                }
-                Ok((lsn, frame_len, record)) => {
+                Ok((lsn, frame_len, record)) if lsn == self.next_lsn => {
                     if lsn > last_lsn {
                         return Ok(None);
                     }
@@ -211,16 +206,33 @@ impl WalReader {
                     if record.is_some() {
                         return Ok(record);
                     }
+                    continue;
                 }
                 Err(FrameError::EndOfLog) => {
+                    // The end of this segment's records, unless records are still missing
+                    // before the next segment's first LSN (or, in the active segment, before
+                    // the last written LSN, which the loop's first check has not reached):
+                    // then this zero header starts a range an earlier salvage skipped, and
+                    // the records resume after it. A healthy log never searches here.
+                    let more_here = self
+                        .segments
+                        .get(self.index + 1)
+                        .map_or(true, |next| self.next_lsn < next.header.first_lsn);
+                    if more_here && self.skip_damage(salt)? {
+                        continue;
+                    }
                     if !self.next_segment() {
                         return Ok(None);
                     }
                 }
-                Err(_) => {
-                    // Recovery accepted this log, so a bad frame before the last written LSN
-                    // is a range an earlier salvage skipped.
-                    if !self.resync(salt)? {
+                // A valid frame with another LSN than the next one (a stale frame), or a bad
+                // frame. Recovery accepted this log, so either is part of a range an earlier
+                // salvage skipped: resume at the next valid frame, as recovery did.
+                Ok(_) | Err(_) => {
+                    if self.skip_damage(salt)? {
+                        continue;
+                    }
+                    if !self.next_segment() {
                         return Ok(None);
                     }
                 }
@@ -228,18 +240,19 @@ impl WalReader {
         }
     }
 
-    /// Resumes at the next valid frame of the current segment with an LSN at or above the
-    /// next expected one, or at the next segment; false at the end of the log.
-    fn resync(&mut self, salt: u64) -> Result<bool> {
+    /// Moves to the first valid frame after the current position whose LSN is at least the
+    /// next expected one, in the current segment; false if there is none.
+    fn skip_damage(&mut self, salt: u64) -> Result<bool> {
         let next_lsn = self.next_lsn;
         let rest = self.bytes_at(usize::MAX)?;
-        match find_valid_frame(rest, 1, salt, next_lsn) {
-            Some((skip, _)) => {
+        Ok(match find_valid_frame(rest, 1, salt, next_lsn) {
+            Some((skip, lsn)) => {
                 self.offset += skip as u64;
-                Ok(true)
+                self.next_lsn = lsn;
+                true
             }
-            None => Ok(self.next_segment()),
-        }
+            None => false,
+        })
     }
 }
 

@@ -84,6 +84,9 @@ enum Skip {
     Region { seq: u64, offset: u64, len: u64 },
     /// Segment `seq` is absent; the LSN may jump at its place.
     Segment { seq: u64 },
+    /// Segment `seq` starts at a higher LSN than the previous one ends before (that one was
+    /// cut short); the LSN may jump at its start.
+    Jump { seq: u64 },
 }
 
 impl Skip {
@@ -91,6 +94,7 @@ impl Skip {
         match self {
             Skip::Region { seq, offset, len } => format!("region {seq} {offset} {len}\n"),
             Skip::Segment { seq } => format!("segment {seq}\n"),
+            Skip::Jump { seq } => format!("jump {seq}\n"),
         }
     }
 
@@ -105,6 +109,7 @@ impl Skip {
                 len: num()?,
             }),
             "segment" => Some(Skip::Segment { seq: num()? }),
+            "jump" => Some(Skip::Jump { seq: num()? }),
             _ => None,
         }
     }
@@ -261,6 +266,8 @@ struct Recovery<'a> {
     dir: &'a Path,
     mode: RecoveryMode,
     writable: bool,
+    /// Appends never write past this offset of a segment (`segment_bytes`).
+    append_limit: u64,
     skips: BTreeSet<Skip>,
     report: RecoveryReport,
 }
@@ -491,14 +498,29 @@ impl Recovery<'_> {
             if let Some(expected) = next_lsn {
                 let jump_ok = lsn_gap_allowed && header.first_lsn > expected;
                 if header.first_lsn != expected && !jump_ok {
-                    return Err(Self::corruption(
-                        seq,
-                        0,
-                        format!(
-                            "segment starts at LSN {}, but the previous one ends before LSN {expected}",
-                            header.first_lsn
-                        ),
-                    ));
+                    let reason = format!(
+                        "segment starts at LSN {}, but the previous one ends before LSN {expected}",
+                        header.first_lsn
+                    );
+                    if header.first_lsn < expected {
+                        // LSNs would repeat: no mode can keep both segments.
+                        return Err(Self::corruption(seq, 0, reason));
+                    }
+                    // Records are missing between the segments (the previous one was cut
+                    // short): an error, unless salvaging, which records the gap (in the
+                    // ledger, so later opens accept it) and goes on, as for a missing
+                    // segment.
+                    self.damage(
+                        DamagedRange {
+                            segment: seq,
+                            offset: 0,
+                            len: 0,
+                            reason,
+                            quarantine_file: None,
+                        },
+                        &[],
+                        Skip::Jump { seq },
+                    )?;
                 }
             }
             let is_last = Some(seq) == last_seq;
@@ -563,8 +585,27 @@ impl Recovery<'_> {
         let mut lsn = header.first_lsn;
         loop {
             let (end, next, records, stop) = scan_frames(bytes, header.salt, offset, lsn);
+            let reach = (self.append_limit.min(bytes.len() as u64) as usize).max(end);
             self.report.records += records;
             self.report.bytes_scanned += (end - offset) as u64;
+            let stop = match stop {
+                // Non-zero bytes after the end-of-log header of the active segment are the
+                // rest of a write that did not finish: a torn write whose first sectors were
+                // lost, or a torn-tail cut (zeroing) that a crash or an IO error interrupted.
+                // They must go like any torn tail: left in place, records appended before
+                // them would end in garbage that, once the segment is sealed, reads as
+                // corruption.
+                // Bytes past `segment_bytes` (a file longer than this build's segments) are
+                // out of the appends' reach and are left alone.
+                Stop::End if is_last => match nonzero_end(&bytes[..reach], end) {
+                    garbage_end if garbage_end > end => Stop::Torn {
+                        reason: "non-zero bytes after the end of the log".to_string(),
+                        garbage_end: garbage_end as u64,
+                    },
+                    _ => Stop::End,
+                },
+                other => other,
+            };
             match stop {
                 Stop::End => return Ok((end as u64, next, false)),
                 Stop::Corrupt {
@@ -628,17 +669,20 @@ impl Recovery<'_> {
 
 /// Recovers the log in `dir`. Writable recovery removes leftovers of interrupted segment
 /// creations; cutting a torn tail is left to the caller, which owns the active segment.
+/// `append_limit` is the offset appends never write past (`segment_bytes`).
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
     mode: RecoveryMode,
     writable: bool,
+    append_limit: u64,
 ) -> Result<Recovered> {
     Recovery {
         storage,
         dir,
         mode,
         writable,
+        append_limit,
         skips: BTreeSet::new(),
         report: RecoveryReport::default(),
     }

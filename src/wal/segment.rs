@@ -133,11 +133,28 @@ pub(crate) fn prepare_spare(
     }
 }
 
+/// A failed [`create_segment`].
+#[derive(Debug)]
+pub(crate) struct CreateError {
+    pub error: Error,
+    /// The rename into place happened (only the directory sync after it failed): a segment
+    /// file with the new header may exist under its real name, now and after a crash.
+    pub named: bool,
+}
+
+impl From<CreateError> for Error {
+    fn from(e: CreateError) -> Error {
+        e.error
+    }
+}
+
 /// Creates segment `header.segment_seq` durably: written to a temporary name (or taken from
 /// a prepared `spare` of the same sequence number), preallocated, header written and synced,
-/// renamed into place, directory synced. Only then may a record in it be acknowledged. On
-/// error nothing is left behind that recovery would trip over (a leftover `.tmp` file is
-/// removed here or at the next open).
+/// renamed into place, directory synced. Only then may a record in it be acknowledged. A
+/// failure before the rename leaves nothing behind that recovery would trip over (a leftover
+/// `.tmp` file is removed here or at the next open); a failure of the directory sync after it
+/// leaves the new, empty segment under its real name ([`CreateError::named`]), and the caller
+/// must not append to the previous segment again.
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
@@ -145,9 +162,10 @@ pub(crate) fn create_segment(
     segment_bytes: u64,
     preallocation: Preallocation,
     spare: Option<Spare>,
-) -> Result<Segment> {
+) -> Result<Segment, CreateError> {
     let path = dir.join(segment_file_name(header.segment_seq));
     let tmp = tmp_path(dir, header.segment_seq);
+    let mut named = false;
     let result = (|| {
         let file = match spare {
             Some(spare) if spare.seq == header.segment_seq => spare.file,
@@ -168,6 +186,7 @@ pub(crate) fn create_segment(
         storage
             .rename(&tmp, &path)
             .map_err(|e| Error::io("rename new segment", &path, e))?;
+        named = true;
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
@@ -175,12 +194,14 @@ pub(crate) fn create_segment(
     })();
     match result {
         Ok(file) => Ok(Segment::new(header, path, file)),
-        Err(e) => {
+        Err(error) => {
             // Best effort: free the space at once (ENOSPC is the common cause). If the rename
             // happened but the directory sync failed, the segment is complete and empty, which
-            // recovery accepts.
-            let _ = storage.remove_file(&tmp);
-            Err(e)
+            // recovery accepts as long as nothing was appended to the previous one since.
+            if !named {
+                let _ = storage.remove_file(&tmp);
+            }
+            Err(CreateError { error, named })
         }
     }
 }
