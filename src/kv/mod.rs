@@ -1372,28 +1372,7 @@ fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn append_report(storage: &dyn Storage, qdir: &Path, line: &str) -> Result<()> {
-    let path = qdir.join(REPORT_FILE);
-    let exists = storage
-        .exists(&path)
-        .map_err(|e| Error::io("stat", &path, e))?;
-    let mode = if exists {
-        OpenMode::ReadWrite
-    } else {
-        OpenMode::CreateNew
-    };
-    let f = storage
-        .open_file(&path, mode)
-        .map_err(|e| Error::io("open quarantine report", &path, e))?;
-    let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
-    f.write_all_at(line.as_bytes(), len)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("append to quarantine report", &path, e))?;
-    if !exists {
-        storage
-            .sync_dir(qdir)
-            .map_err(|e| Error::io("sync quarantine folder", qdir, e))?;
-    }
-    Ok(())
+    crate::wal::recovery::append_line_durably(storage, qdir, REPORT_FILE, line)
 }
 
 /// Copies a poison pill's payload to `quarantine/kv-<lsn>.bin` with a report line (once:

@@ -4,7 +4,7 @@ mod commit;
 mod options;
 mod reader;
 mod record;
-mod recovery;
+pub(crate) mod recovery;
 mod segment;
 
 pub use options::{

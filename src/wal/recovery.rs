@@ -366,24 +366,7 @@ impl Recovery<'_> {
     }
 
     fn append_line(&self, file_name: &str, line: &str) -> Result<()> {
-        let path = self.quarantine_dir().join(file_name);
-        let exists = self
-            .storage
-            .exists(&path)
-            .map_err(|e| Error::io("stat", &path, e))?;
-        let mode = if exists {
-            OpenMode::ReadWrite
-        } else {
-            OpenMode::CreateNew
-        };
-        let f = self
-            .storage
-            .open_file(&path, mode)
-            .map_err(|e| Error::io("open", &path, e))?;
-        let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
-        f.write_all_at(line.as_bytes(), len)
-            .map_err(|e| Error::io("append", &path, e))?;
-        f.sync_all().map_err(|e| Error::io("sync", &path, e))
+        append_line_durably(self.storage, &self.quarantine_dir(), file_name, line)
     }
 
     /// Deals with damage that is not a torn tail: an error, unless salvaging or already
@@ -665,6 +648,38 @@ impl Recovery<'_> {
             }
         }
     }
+}
+
+/// Appends `line` to `dir/file_name` (creating it) and makes it durable: the file synced,
+/// and the folder synced when the file is new. Used for quarantine reports and ledgers.
+pub(crate) fn append_line_durably(
+    storage: &dyn Storage,
+    dir: &Path,
+    file_name: &str,
+    line: &str,
+) -> Result<()> {
+    let path = dir.join(file_name);
+    let exists = storage
+        .exists(&path)
+        .map_err(|e| Error::io("stat", &path, e))?;
+    let mode = if exists {
+        OpenMode::ReadWrite
+    } else {
+        OpenMode::CreateNew
+    };
+    let f = storage
+        .open_file(&path, mode)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
+    f.write_all_at(line.as_bytes(), len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("append durably", &path, e))?;
+    if !exists {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    Ok(())
 }
 
 /// Recovers the log in `dir`. Writable recovery removes leftovers of interrupted segment
