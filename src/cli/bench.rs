@@ -777,10 +777,8 @@ fn measure_ceiling(
     let small = vec![0xa5u8; SMALL_WRITE_BYTES];
     let large = vec![0x5au8; LARGE_WRITE_BYTES];
     let region = args.segment_bytes;
-    let step_time = args.duration + warmup(args.duration);
 
     // 4 KiB appends: the file grows, so each fdatasync also commits its new size.
-    let what = "ceiling: 4 KiB append + fdatasync";
     let path = scratch.fresh("append");
     let file = OpenOptions::new()
         .write(true)
@@ -789,80 +787,85 @@ fn measure_ceiling(
         .map_err(|e| Failure::io("create", &path, e))?;
     file.sync_all().map_err(|e| Failure::io("sync", &path, e))?;
     let end = AtomicU64::new(0);
-    let bar = progress.start(what, step_time);
-    let mut tally = Tally::default();
-    let slice = timed_run(
-        1,
-        args.duration,
-        Ticker::new(bar.as_ref(), Duration::ZERO),
-        &tally.histogram,
+    let append = ceiling_step(
+        args,
+        progress,
+        "ceiling: 4 KiB append + fdatasync",
+        &small,
         || {
             let offset = end.fetch_add(SMALL_WRITE_BYTES as u64, Ordering::Relaxed);
             file.write_all_at(&small, offset)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| Failure::io("append + fdatasync", &path, e))
         },
-        |_| {},
     )?;
-    tally.add(&slice);
     drop(file);
     let _ = std::fs::remove_file(&path);
-    let append = ceiling_figure(&tally, SMALL_WRITE_BYTES);
-    progress.finish(bar, what, &ceiling_summary(&append));
 
     // 4 KiB overwrites of already-written blocks: pure data writes.
-    let what = "ceiling: 4 KiB overwrite + fdatasync";
-    let bar = progress.start(what, step_time);
     let path = scratch.fresh("overwrite");
     let file = zero_filled_file(&path, region)?;
     let next = AtomicU64::new(0);
-    let mut tally = Tally::default();
-    let slice = timed_run(
-        1,
-        args.duration,
-        Ticker::new(bar.as_ref(), Duration::ZERO),
-        &tally.histogram,
+    let overwrite = ceiling_step(
+        args,
+        progress,
+        "ceiling: 4 KiB overwrite + fdatasync",
+        &small,
         || {
             let offset = wrap(&next, SMALL_WRITE_BYTES as u64, region);
             file.write_all_at(&small, offset)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| Failure::io("overwrite + fdatasync", &path, e))
         },
-        |_| {},
     )?;
-    tally.add(&slice);
-    let overwrite = ceiling_figure(&tally, SMALL_WRITE_BYTES);
-    progress.finish(bar, what, &ceiling_summary(&overwrite));
 
     // 1 MiB sequential writes over the same already-written blocks.
-    let what = "ceiling: 1 MiB sequential + fdatasync";
-    let bar = progress.start(what, step_time);
     let next = AtomicU64::new(0);
-    let mut tally = Tally::default();
-    let slice = timed_run(
-        1,
-        args.duration,
-        Ticker::new(bar.as_ref(), Duration::ZERO),
-        &tally.histogram,
+    let sequential = ceiling_step(
+        args,
+        progress,
+        "ceiling: 1 MiB sequential + fdatasync",
+        &large,
         || {
             let offset = wrap(&next, LARGE_WRITE_BYTES as u64, region);
             file.write_all_at(&large, offset)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| Failure::io("sequential write + fdatasync", &path, e))
         },
-        |_| {},
     )?;
-    tally.add(&slice);
     drop(file);
     let _ = std::fs::remove_file(&path);
-    let sequential = ceiling_figure(&tally, LARGE_WRITE_BYTES);
-    progress.finish(bar, what, &ceiling_summary(&sequential));
 
     Ok(Ceiling {
         append_4k_fdatasync: append,
         overwrite_4k_fdatasync: overwrite,
         sequential_1m_fdatasync: sequential,
     })
+}
+
+/// One single-threaded ceiling measurement of `op` (a write of `buf` plus `fdatasync`) for
+/// `--duration`, with its progress bar.
+fn ceiling_step(
+    args: &BenchArgs,
+    progress: &mut Progress,
+    what: &str,
+    buf: &[u8],
+    op: impl Fn() -> Result<(), Failure> + Sync,
+) -> Result<CeilingFigure, Failure> {
+    let bar = progress.start(what, args.duration + warmup(args.duration));
+    let mut tally = Tally::default();
+    let slice = timed_run(
+        1,
+        args.duration,
+        Ticker::new(bar.as_ref(), Duration::ZERO),
+        &tally.histogram,
+        op,
+        |_| {},
+    )?;
+    tally.add(&slice);
+    let figure = ceiling_figure(&tally, buf.len());
+    progress.finish(bar, what, &ceiling_summary(&figure));
+    Ok(figure)
 }
 
 /// The next offset of `step` bytes in a region of `len` bytes, wrapping to its start.
