@@ -457,6 +457,9 @@ impl StorageFile for HookedFile {
     fn sync_all(&self) -> io::Result<()> {
         self.hooks.alive(|| self.inner.sync_all())
     }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        self.inner.start_writeback(offset, len)
+    }
     fn map(&self) -> io::Result<MappedBytes> {
         self.hooks.alive(|| self.inner.map())
     }
@@ -2361,5 +2364,316 @@ fn regression_one_stalled_flush_does_not_skew_groups() {
              group: {receipts:?}"
         );
         wal.close().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipelined batches (`WalOptions::pipeline_bytes`)
+// ---------------------------------------------------------------------------------------
+
+/// A `Sync` batch of writer `thread`'s records `0..count`.
+fn batch_payloads(thread: u32, count: u32) -> Vec<Vec<u8>> {
+    (0..count).map(|i| payload(thread, i)).collect()
+}
+
+fn sync_records(payloads: &[Vec<u8>]) -> Vec<Record<'_>> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Record::new(p).correlation_id(correlation(9, i as u32)))
+        .collect()
+}
+
+/// Commits one batch of 1,000 `Sync` records on a simulated disk; returns the receipts,
+/// the `fdatasync`s it took and the group events seen.
+fn one_batch(options: WalOptions) -> (Vec<Receipt>, u64, Vec<GroupEvent>) {
+    let disk = Disk::sim(61);
+    let sim = disk.sim_storage().clone();
+    let recorder = Recorder::new(None);
+    let options = with_listener(options, &recorder).trace_sample_rate(1.0);
+    let wal = disk.open(options.clone());
+    let payloads = batch_payloads(9, 1000);
+    let syncs_before = sim.stats().sync_data;
+    let receipts: Vec<Receipt> = wal
+        .append_many(&sync_records(&payloads))
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("record {i}: {e:?}")))
+        .collect();
+    let syncs = sim.stats().sync_data - syncs_before;
+    // Acknowledged `Sync` means durable: the watermark covers the whole batch on return.
+    assert!(wal.durable_lsn() >= receipts.last().unwrap().lsn);
+    wal.close().unwrap();
+    drop(wal);
+    let events: Vec<GroupEvent> = recorder.seen().into_iter().map(|s| s.event).collect();
+
+    sim.crash(CrashMode::Torn);
+    let wal = disk.open(options);
+    let back = read_all(&wal);
+    assert_eq!(
+        back.len(),
+        payloads.len(),
+        "every acknowledged record survives"
+    );
+    for (rec, p) in back.iter().zip(&payloads) {
+        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
+    }
+    (receipts, syncs, events)
+}
+
+/// The batch is written in pieces of about `pipeline_bytes`, one group each, and synced
+/// once, at its end; every piece's event arrives once, in group order, as synced, with all
+/// its correlation ids. With pipelining off, groups of the same size each pay their own
+/// `fdatasync`: the saving is the option's doing.
+#[test]
+fn pipelined_batch_writes_pieces_and_syncs_once() {
+    bounded("pipelined batch", || {
+        let (receipts, syncs, events) = one_batch(
+            base_options()
+                .pipeline_bytes(Some(4096))
+                .group_bytes_max(1 << 20),
+        );
+        let groups: BTreeMap<u64, u32> = receipts.iter().fold(BTreeMap::new(), |mut m, r| {
+            *m.entry(r.group_id).or_default() += 1;
+            m
+        });
+        // Each piece closes at the first frame that takes it to 4096 bytes or more.
+        let bytes: usize = batch_payloads(9, 1000)
+            .iter()
+            .map(|p| frame_len(p.len(), true))
+            .sum();
+        let frame_max = frame_len(104, true);
+        assert!(
+            (bytes / (4096 + frame_max)..=bytes / 4096 + 1).contains(&groups.len()),
+            "{bytes} bytes of frames in {} groups",
+            groups.len()
+        );
+        assert_eq!(syncs, 1, "one fdatasync for {} pieces", groups.len());
+        for (i, w) in receipts.windows(2).enumerate() {
+            assert_eq!(w[1].lsn, w[0].lsn + 1, "record {}", i + 1);
+            assert!(w[1].group_id >= w[0].group_id, "record {}", i + 1);
+        }
+        let batch_events: Vec<&GroupEvent> = events
+            .iter()
+            .filter(|e| groups.contains_key(&e.group_id))
+            .collect();
+        let ids: Vec<u64> = batch_events.iter().map(|e| e.group_id).collect();
+        let expected: Vec<u64> = groups.keys().copied().collect();
+        assert_eq!(ids, expected, "one event per piece, in group order");
+        for e in &batch_events {
+            assert!(e.synced && e.error.is_none(), "{e:?}");
+            assert_eq!(e.records, groups[&e.group_id], "{e:?}");
+            assert_eq!(e.correlation_ids.len(), e.records as usize, "{e:?}");
+        }
+
+        let (unpiped, unpiped_syncs, _) =
+            one_batch(base_options().pipeline_bytes(None).group_bytes_max(4096));
+        let unpiped_groups: std::collections::BTreeSet<u64> =
+            unpiped.iter().map(|r| r.group_id).collect();
+        assert!(unpiped_groups.len() > 1);
+        assert_eq!(unpiped_syncs, unpiped_groups.len() as u64);
+    });
+}
+
+/// Across a rotation the seal's sync covers the pieces written so far: the batch still
+/// commits whole, with far fewer `fdatasync`s than groups.
+#[test]
+fn pipelined_batch_across_a_rotation() {
+    bounded("pipelined batch rotation", || {
+        let options = base_options()
+            .segment_bytes(64 << 10)
+            .record_bytes_max(4096)
+            .pipeline_bytes(Some(4096));
+        let (receipts, syncs, _) = one_batch(options);
+        let segments: std::collections::BTreeSet<u64> =
+            receipts.iter().map(|r| r.location.segment).collect();
+        let groups: std::collections::BTreeSet<u64> = receipts.iter().map(|r| r.group_id).collect();
+        assert!(
+            segments.len() >= 2,
+            "the batch crossed a segment: {segments:?}"
+        );
+        assert!(
+            syncs < groups.len() as u64 / 2,
+            "{syncs} fdatasyncs for {} groups",
+            groups.len()
+        );
+    });
+}
+
+/// Arms `arm` just before one pipelined batch on a simulated disk; returns the results,
+/// the failed group events, and the log's `fdatasync` count when the failure was reported.
+fn failing_batch(arm: impl FnOnce(&SimStorage)) -> (Vec<Result<Receipt, Error>>, Vec<GroupEvent>) {
+    let disk = Disk::sim(62);
+    let sim = disk.sim_storage().clone();
+    let recorder = Recorder::new(Some(sim.clone()));
+    let options = with_listener(base_options().pipeline_bytes(Some(4096)), &recorder);
+    let wal = disk.open(options.clone());
+    let payloads = batch_payloads(9, 1000);
+    arm(&sim);
+    let results = wal.append_many(&sync_records(&payloads));
+    assert!(
+        results.iter().all(|r| r.is_err()),
+        "no record of a failed batch is acknowledged"
+    );
+    assert!(matches!(
+        wal.append(Record::new(b"after")),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(wal.close(), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let failed = recorder.failed_delivered();
+    let at_failure = recorder.sync_data_at_failure.lock().unwrap().unwrap();
+    assert_eq!(
+        sim.stats().sync_data,
+        at_failure,
+        "fdatasync after the failure"
+    );
+
+    // Whatever of the batch reached the disk is a prefix of it, byte for byte.
+    sim.crash(CrashMode::Torn);
+    let wal = disk.open(options);
+    let back = read_all(&wal);
+    assert!(back.len() <= payloads.len());
+    for (rec, p) in back.iter().zip(&payloads) {
+        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
+    }
+    (results, failed)
+}
+
+/// The batch's one `fdatasync` fails: every record of every piece learns that its outcome
+/// is unknown (they were all written), and every piece's event reports the failure.
+#[test]
+fn pipelined_batch_whose_sync_fails_fails_every_piece() {
+    bounded("pipelined batch sync eio", || {
+        let (results, failed) = failing_batch(|sim| sim.fail_nth(FaultKind::SyncData, 1));
+        let mut groups = std::collections::BTreeSet::new();
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                Err(Error::OutcomeUnknown { group_id, .. }) => {
+                    groups.insert(*group_id);
+                }
+                other => panic!("record {i}: {other:?}"),
+            }
+        }
+        assert!(groups.len() > 1, "the batch was pipelined: {groups:?}");
+        let failed_ids: std::collections::BTreeSet<u64> =
+            failed.iter().map(|e| e.group_id).collect();
+        assert_eq!(failed_ids, groups, "every piece reports the failure");
+    });
+}
+
+/// The third piece's write fails: the records of the three pieces written or attempted
+/// learn that their outcome is unknown, the rest of the batch is refused (never written).
+#[test]
+fn pipelined_batch_whose_write_fails_fails_the_pieces_written() {
+    bounded("pipelined batch write eio", || {
+        let (results, failed) = failing_batch(|sim| sim.fail_nth(FaultKind::Write, 3));
+        let unknown = results
+            .iter()
+            .take_while(|r| matches!(r, Err(Error::OutcomeUnknown { .. })))
+            .count();
+        assert!(unknown > 0);
+        for (i, r) in results.iter().enumerate().skip(unknown) {
+            assert!(
+                matches!(r, Err(Error::Poisoned { .. })),
+                "record {i}: {r:?}"
+            );
+        }
+        let groups: std::collections::BTreeSet<u64> = results[..unknown]
+            .iter()
+            .map(|r| match r {
+                Err(Error::OutcomeUnknown { group_id, .. }) => *group_id,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(groups.len(), 3, "three pieces: {groups:?}");
+        assert_eq!(failed.len(), 3, "{failed:?}");
+    });
+}
+
+/// The batch ends in a record that is rejected: the last valid piece still syncs at once
+/// (it must not wait for a background sync an hour away).
+#[test]
+fn pipelined_batch_ending_in_a_rejected_record_syncs_at_once() {
+    bounded("pipelined batch rejected tail", || {
+        let disk = Disk::real();
+        let options = base_options()
+            .pipeline_bytes(Some(4096))
+            .record_bytes_max(1024)
+            .sync_interval(Duration::from_secs(3600));
+        let wal = disk.open(options);
+        let mut payloads = batch_payloads(9, 500);
+        payloads.push(vec![1; 5000]);
+        payloads.push(vec![2; 5000]);
+        let results = wal.append_many(&sync_records(&payloads));
+        for (i, r) in results.iter().enumerate().take(500) {
+            assert!(r.is_ok(), "record {i}: {r:?}");
+        }
+        for r in &results[500..] {
+            assert!(
+                matches!(r, Err(Error::RecordTooLarge { len: 5000, .. })),
+                "{r:?}"
+            );
+        }
+        assert_eq!(wal.durable_lsn(), 500);
+    });
+}
+
+/// Pipelined batches and single appends from many threads: every acknowledgement is
+/// durable when it is given (`durable_lsn` covers it), and every acknowledged record is
+/// read back, byte for byte, after reopening.
+#[test]
+fn pipelined_batches_beside_single_writers() {
+    bounded("pipelined batches with writers", || {
+        let disk = Disk::real();
+        let options = base_options().pipeline_bytes(Some(4096));
+        let wal = disk.open(options.clone());
+        let acked: Vec<(u64, Vec<u8>)> = thread::scope(|s| {
+            let handles: Vec<_> = (0..10u32)
+                .map(|t| {
+                    let wal = &wal;
+                    s.spawn(move || {
+                        let mut acked = Vec::new();
+                        for round in 0..30u32 {
+                            let payloads: Vec<Vec<u8>> = if t < 4 {
+                                (0..150).map(|i| payload(t, round * 150 + i)).collect()
+                            } else {
+                                (0..5).map(|i| payload(t, round * 5 + i)).collect()
+                            };
+                            let receipts: Vec<Receipt> = if t < 4 {
+                                wal.append_many(&sync_records(&payloads))
+                                    .into_iter()
+                                    .map(|r| r.expect("batch record"))
+                                    .collect()
+                            } else {
+                                payloads
+                                    .iter()
+                                    .map(|p| wal.append(Record::new(p)).expect("append"))
+                                    .collect()
+                            };
+                            let last = receipts.iter().map(|r| r.lsn).max().unwrap();
+                            assert!(wal.durable_lsn() >= last, "acknowledged before durable");
+                            acked.extend(receipts.iter().map(|r| r.lsn).zip(payloads));
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("writer panicked"))
+                .collect()
+        });
+        wal.close().unwrap();
+        drop(wal);
+        let wal = disk.open(options);
+        let back: HashMap<u64, Vec<u8>> = read_all(&wal)
+            .into_iter()
+            .map(|r| (r.lsn, r.payload))
+            .collect();
+        assert_eq!(back.len(), acked.len());
+        for (lsn, p) in &acked {
+            assert_eq!(back.get(lsn), Some(p), "LSN {lsn}");
+        }
     });
 }

@@ -142,8 +142,17 @@ proptest! {
                             }
                         }
                     }
-                    db.write(batch).unwrap();
-                    history.push(next);
+                    match db.write(batch) {
+                        Ok(_) => history.push(next),
+                        // A batch above `record_bytes_max` is refused whole, with a clear
+                        // error, and changes nothing.
+                        Err(groupwal::Error::InvalidInput { reason }) => {
+                            let bytes: usize = items.iter().filter_map(|(_, n)| *n).sum();
+                            prop_assert!(bytes > 30_000, "refused {bytes} value bytes: {reason}");
+                            continue;
+                        }
+                        Err(e) => panic!("batch: {e:?}"),
+                    }
                     if d == Durability::Sync {
                         durable = history.len() - 1;
                     }

@@ -69,6 +69,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Makes the file's data and all its metadata durable: `fsync`.
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Asks the device to start writing `len` bytes at `offset` now, without waiting for
+    /// them. Only a hint, so that a large batch's disk work overlaps the encoding of its
+    /// next piece: nothing is durable until [`StorageFile::sync_data`], which also reports
+    /// any error of this writeback (Linux keeps it for the next `fdatasync`). The real file
+    /// system uses `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`; the default does
+    /// nothing.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// A read-only view of the whole file as it is now. The caller promises not to write or
     /// shrink the file while the view is alive (the WAL maps only sealed segments).
     fn map(&self) -> io::Result<MappedBytes>;

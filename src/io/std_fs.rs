@@ -107,6 +107,29 @@ impl StorageFile for StdFile {
         self.file.sync_all()
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `sync_file_range` only reads its integer arguments; the descriptor is owned
+        // by `self.file`, which outlives the call.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        // A hint: an error here (a file system without the call, an IO error) changes nothing
+        // the caller relies on; the following `fdatasync` reports IO errors.
+        let _ = rc;
+    }
+
     fn map(&self) -> io::Result<MappedBytes> {
         if self.len()? == 0 {
             // mmap(2) rejects a zero-length mapping.

@@ -272,6 +272,9 @@ impl Harness {
             // Deterministic runs: no background IO at moments that depend on thread timing
             // (fault injection counts calls, crashes cut at call boundaries).
             .prepare_next_segment(false)
+            // Small pieces, so that `Sync` batches are pipelined (pieces written, one sync
+            // at the end) and crashes and faults land between their pieces.
+            .pipeline_bytes(Some(4096))
             .seed(Some(self.seed))
     }
 

@@ -18,8 +18,14 @@
 //! (+ jitter), leads for `submit` callers (who never block), and asks a busy leader to keep
 //! going (`flush_requested`) when it finds one.
 //!
+//! A large `Sync` batch whose caller leads its own groups is *pipelined*: it joins a piece
+//! of about `pipeline_bytes`, leads it as a group that is written and handed to the device
+//! but not synced (its completion deferred to the next sync, which covers it), and
+//! checksums its next piece while the device writes. Only its last group syncs.
+//!
 //! Failure is fail-stop: a failed write or sync poisons the state, fails the group being
-//! written (outcome unknown) and the open group (poisoned), and wakes everyone.
+//! written and any deferred pieces (outcome unknown) and the open group (poisoned), and
+//! wakes everyone.
 
 use crate::error::{Error, Result};
 use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_BYTES};
@@ -45,6 +51,10 @@ pub(crate) const SMALL_LEADER_BYTES: usize = 128 << 10;
 /// first be scheduled), handing over bounds the extra latency of the leader's own append.
 const LEADER_GROUPS_MAX: u32 = 16;
 
+/// Page size assumed when a pipelined piece is handed to the device (the common 4 KiB; a
+/// larger page only means a partial page is written back twice).
+const WRITEBACK_PAGE: u64 = 4096;
+
 const PENDING: u32 = 0;
 const DONE: u32 = 1;
 const FAILED: u32 = 2;
@@ -59,6 +69,16 @@ enum Failure {
     },
     /// It was never written because the log was poisoned (or closed) first.
     Refused(RefusalKind),
+}
+
+impl Failure {
+    /// What a group event says about it.
+    fn message(&self) -> String {
+        match self {
+            Failure::Unknown { message, .. } => message.clone(),
+            Failure::Refused(r) => r.error().to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +201,14 @@ impl Group {
     }
 }
 
+/// A piece of a pipelined batch (`WalOptions::pipeline_bytes`), written and waiting for the
+/// sync that covers it.
+struct Deferred {
+    group: Arc<Group>,
+    /// Its event, emitted once its outcome is known (when someone listens).
+    event: Option<GroupEvent>,
+}
+
 /// The group that is accepting records.
 struct OpenGroup {
     group: Arc<Group>,
@@ -191,6 +219,9 @@ struct OpenGroup {
     needs_sync: bool,
     /// Someone waits for the result (a `Sync` or `Flush` record, or a `sync()` call).
     has_waiters: bool,
+    /// A piece of a pipelined `Sync` batch (`WalOptions::pipeline_bytes`): its records want
+    /// `Sync`, but a later group of the same batch syncs them, so this one is only written.
+    sync_deferred: bool,
     /// A writer sleeps as the designated leader of this group.
     leader_claimed: bool,
     /// Bytes of the group's first submission, for the small-leader rule.
@@ -212,6 +243,7 @@ impl OpenGroup {
             records: 0,
             needs_sync: false,
             has_waiters: false,
+            sync_deferred: false,
             leader_claimed: false,
             first_unit_bytes: 0,
             opened_at: None,
@@ -269,8 +301,27 @@ impl CostModel {
 
     /// Predicted hold time in nanoseconds for a group of `bytes`.
     fn predict_ns(&self, bytes: usize) -> f64 {
+        let (fixed, slope) = self.line();
+        fixed + slope * bytes as f64
+    }
+
+    /// The largest group, in bytes, predicted to hold at most `limit_ns`.
+    fn bytes_within(&self, limit_ns: f64) -> usize {
+        let (fixed, slope) = self.line();
+        if fixed > limit_ns {
+            0
+        } else if slope <= 0.0 {
+            usize::MAX
+        } else {
+            // Saturating float-to-integer conversion.
+            ((limit_ns - fixed) / slope) as usize
+        }
+    }
+
+    /// The fitted `(fixed ns, ns per byte)`.
+    fn line(&self) -> (f64, f64) {
         if self.n < 2.0 {
-            return Self::PRIOR_FIXED_NS + bytes as f64 * Self::PRIOR_NS_PER_BYTE;
+            return (Self::PRIOR_FIXED_NS, Self::PRIOR_NS_PER_BYTE);
         }
         let mean_x = self.sx / self.n;
         let mean_y = self.sy / self.n;
@@ -285,9 +336,15 @@ impl CostModel {
         } else {
             Self::PRIOR_NS_PER_BYTE
         };
-        let fixed = (mean_y - slope * mean_x).max(0.0);
-        fixed + slope * bytes as f64
+        ((mean_y - slope * mean_x).max(0.0), slope)
     }
+}
+
+/// The bounds of the open group once it holds a record: frames of at most `bytes` in all,
+/// at most `records` records. Fixed while the state lock is held.
+struct Cap {
+    bytes: usize,
+    records: usize,
 }
 
 /// Everything the write path shares.
@@ -302,6 +359,9 @@ pub(crate) struct State {
     tail: u64,
     written_lsn: u64,
     durable_lsn: u64,
+    /// Pieces of a pipelined batch, written but not yet synced: they finish (or fail) with
+    /// the next sync, which covers them.
+    deferred: Vec<Deferred>,
     refusal: Option<RefusalKind>,
     /// `close` has begun: new records are refused while it drains the queued ones.
     closing: bool,
@@ -376,11 +436,12 @@ pub(crate) enum LeadMode {
     Background,
 }
 
-/// One record joined to a group.
-pub(crate) struct Joined {
+/// One record joined to a group, as `Commit::join` reports it.
+pub(crate) struct Joined<'a> {
     pub index: usize,
     pub lsn: u64,
-    pub group: Arc<Group>,
+    /// Borrowed: a batch keeps one reference per group, not one per record.
+    pub group: &'a Arc<Group>,
     /// Records in the group when this one joined (for `Buffer` receipts).
     pub records_at_join: u32,
     /// Where the frame will be written.
@@ -432,6 +493,7 @@ impl Commit {
                 tail,
                 written_lsn: last,
                 durable_lsn: last,
+                deferred: Vec::new(),
                 refusal: None,
                 closing: false,
                 next_group_id: 2,
@@ -476,20 +538,27 @@ impl Commit {
 
     /// Whether `frame_len` more bytes may join the open group.
     fn fits(&self, st: &State, frame_len: usize) -> bool {
-        let open = &st.open;
-        let end = st.tail + (open.buf.len() + frame_len) as u64;
-        if end > self.opts.segment_bytes {
-            return false;
+        let bytes = st.open.buf.len() + frame_len;
+        if st.open.records == 0 {
+            return st.tail + bytes as u64 <= self.opts.segment_bytes;
         }
-        if open.records == 0 {
-            return true;
+        let cap = self.cap(st);
+        (st.open.records as usize) < cap.records && bytes <= cap.bytes
+    }
+
+    /// The open group's bounds: the room left in the segment, `group_bytes_max`,
+    /// `group_records_max`, the small-leader rule and the lock-hold budget.
+    fn cap(&self, st: &State) -> Cap {
+        let room = usize::try_from(self.opts.segment_bytes - st.tail).unwrap_or(usize::MAX);
+        let mut bytes = room.min(self.opts.group_bytes_max);
+        let first = st.open.first_unit_bytes;
+        if first <= SMALL_LEADER_BYTES {
+            bytes = bytes.min(first + SMALL_LEADER_BYTES);
         }
-        let bytes = open.buf.len() + frame_len;
-        (open.records as usize) < self.opts.group_records_max
-            && bytes <= self.opts.group_bytes_max
-            && (open.first_unit_bytes > SMALL_LEADER_BYTES
-                || bytes <= open.first_unit_bytes + SMALL_LEADER_BYTES)
-            && st.cost.predict_ns(bytes) <= self.hold_limit_ns(&st.cost)
+        Cap {
+            bytes: bytes.min(st.cost.bytes_within(self.hold_limit_ns(&st.cost))),
+            records: self.opts.group_records_max,
+        }
     }
 
     /// The predicted hold a group may reach: `lock_hold_max`, unless the fixed cost every
@@ -509,15 +578,18 @@ impl Commit {
     }
 
     /// Joins `frames` (already validated) to groups, in order, calling `on_join` for each,
-    /// and makes sure each group that has waiters gets a leader. Returns how many joined and
-    /// the error that stopped the rest, if any.
+    /// and makes sure each group that has waiters gets a leader. Returns the error that
+    /// stopped the rest, if any. `more`: the caller (a pipelined batch) joins more records
+    /// of the same batch right after, so it neither waits here nor ends the batch's pieces.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
         frames: &[PartialFrame<'_>],
         indices: &[usize],
         durability: Durability,
         lead_mode: LeadMode,
-        mut on_join: impl FnMut(Joined),
+        more: bool,
+        mut on_join: impl FnMut(Joined<'_>),
     ) -> Option<Error> {
         let n = frames.len();
         if n == 0 {
@@ -569,6 +641,23 @@ impl Commit {
                 st.open.opened_at = Some(Instant::now());
             }
             let salt = st.active.header.salt;
+            // A `Sync` batch that leads its own group (nobody else waits in it, no leader is
+            // busy) is written in pieces, each synced only by the batch's last group: see
+            // `WalOptions::pipeline_bytes`.
+            let pipeline_at = match self.opts.pipeline_bytes {
+                Some(bytes)
+                    if lead_mode == LeadMode::Inline
+                        && durability == Durability::Sync
+                        && !st.open.has_waiters
+                        && !st.leader_active =>
+                {
+                    bytes
+                }
+                _ => usize::MAX,
+            };
+            // The bounds, computed once the group holds a record: they cannot change while
+            // this loop holds the lock.
+            let mut cap = None;
             loop {
                 let lsn = st.next_lsn;
                 st.next_lsn += 1;
@@ -588,18 +677,32 @@ impl Commit {
                 on_join(Joined {
                     index: indices[i],
                     lsn,
-                    group: st.open.group.clone(),
+                    group: &st.open.group,
                     records_at_join: st.open.records,
                     location,
                 });
                 i += 1;
-                if i == n || !self.fits(&st, frames[i].len()) {
+                if i == n || st.open.buf.len() >= pipeline_at {
+                    break;
+                }
+                let cap = cap.get_or_insert_with(|| self.cap(&st));
+                if st.open.records as usize >= cap.records
+                    || st.open.buf.len() + frames[i].len() > cap.bytes
+                {
                     break;
                 }
             }
+            let piece = (i < n || more) && pipeline_at != usize::MAX;
             if durability != Durability::Buffer {
                 st.open.has_waiters = true;
-                st.open.needs_sync |= durability == Durability::Sync;
+                st.open.sync_deferred |= piece;
+                st.open.needs_sync |= durability == Durability::Sync && !piece;
+            }
+            if piece {
+                // This caller leads anyway, and its next piece is encoded while the device
+                // writes this one.
+                st.leader_active = true;
+                self.lead(&mut st, false);
             }
         }
         if durability == Durability::Buffer {
@@ -616,6 +719,8 @@ impl Commit {
                     self.background_cv.notify_one();
                 }
             }
+        } else if more {
+            // The busy leader runs the group these records joined; the batch goes on.
         } else if lead_mode == LeadMode::Inline && !st.open.leader_claimed && st.open.records > 0 {
             // Become the designated next leader of the group we are in.
             st.open.leader_claimed = true;
@@ -713,6 +818,13 @@ impl Commit {
         }
         let segment = st.active.clone();
         let sync = open.needs_sync || force_sync;
+        // A pipelined piece is only written; a synced group settles the pieces before it.
+        let deferred = open.sync_deferred && !sync;
+        let mut settled = if sync {
+            std::mem::take(&mut st.deferred)
+        } else {
+            Vec::new()
+        };
         let (first_lsn, last_lsn) = if records > 0 {
             (open.first_lsn, open.first_lsn + records as u64 - 1)
         } else {
@@ -748,6 +860,15 @@ impl Commit {
             } else {
                 Ok(())
             };
+            if deferred && result.is_ok() {
+                // Whole pages only: the next piece writes the rest of the last one, and a
+                // page written back twice costs the device twice.
+                let from = offset / WRITEBACK_PAGE * WRITEBACK_PAGE;
+                let to = (offset + bytes as u64) / WRITEBACK_PAGE * WRITEBACK_PAGE;
+                if to > from {
+                    segment.file.start_writeback(from, to - from);
+                }
+            }
             let t1 = Instant::now();
             if result.is_ok() && sync {
                 result = segment.file.sync_data();
@@ -760,7 +881,12 @@ impl Commit {
                 if sync {
                     self.durable_lsn.fetch_max(last_lsn, Ordering::Release);
                 }
-                group.finish(None);
+                for piece in &settled {
+                    piece.group.finish(None);
+                }
+                if !deferred {
+                    group.finish(None);
+                }
             }
             (result, t1 - t0, t2 - t1)
         });
@@ -779,7 +905,7 @@ impl Commit {
         self.stats
             .queue_wait_ns
             .record(queue_wait.as_nanos() as u64);
-        let error = match result {
+        let failure = match result {
             Ok(()) => {
                 st.written_lsn = last_lsn.max(st.written_lsn);
                 if sync {
@@ -794,31 +920,65 @@ impl Commit {
             }
             Err(e) => {
                 let message = e.to_string();
+                // Pieces written before this group (if it was not to sync them) were never
+                // synced: they fail with it, not with the poisoning that follows.
+                settled.append(&mut st.deferred);
                 self.poison(st, format!("group {group_id} failed: {message}"));
                 self.stats.failed_groups.add(1);
-                group.finish(Some(Failure::Unknown {
+                let failure = Failure::Unknown {
                     kind: e.kind(),
-                    message: message.clone(),
-                }));
-                Some(message)
+                    message,
+                };
+                group.finish(Some(failure.clone()));
+                Some(failure)
             }
         };
-        if self.track_ids {
-            self.emit(GroupEvent {
-                group_id,
-                first_lsn,
-                last_lsn,
-                records,
-                bytes: bytes as u64,
-                synced: sync,
-                queue_wait,
-                write_time,
-                sync_time,
-                correlation_ids: self.sample_ids(open.ids, error.is_some()),
-                error,
-                refused: false,
-            });
+        // The pieces this sync covered share its outcome; their events come first (group
+        // order).
+        self.settle(settled, failure.as_ref());
+        let event = self.track_ids.then(|| GroupEvent {
+            group_id,
+            first_lsn,
+            last_lsn,
+            records,
+            bytes: bytes as u64,
+            synced: sync,
+            queue_wait,
+            write_time,
+            sync_time,
+            correlation_ids: open.ids,
+            error: failure.as_ref().map(Failure::message),
+            refused: false,
+        });
+        if deferred && failure.is_none() {
+            st.deferred.push(Deferred { group, event });
+        } else if let Some(event) = event {
+            self.emit_outcome(event);
         }
+    }
+
+    /// Finishes pieces of a pipelined batch once the sync that covers them is done: the
+    /// groups were already woken if it succeeded, and fail with `failure` if it did not.
+    /// Emits their events.
+    fn settle(&self, pieces: Vec<Deferred>, failure: Option<&Failure>) {
+        for piece in pieces {
+            if let Some(f) = failure {
+                piece.group.finish(Some(f.clone()));
+                self.stats.failed_groups.add(1);
+            }
+            if let Some(mut event) = piece.event {
+                event.synced = failure.is_none();
+                event.error = failure.map(Failure::message);
+                self.emit_outcome(event);
+            }
+        }
+    }
+
+    /// Emits a finished group's event, its correlation ids sampled unless it failed.
+    fn emit_outcome(&self, mut event: GroupEvent) {
+        let ids = std::mem::take(&mut event.correlation_ids);
+        event.correlation_ids = self.sample_ids(ids, event.error.is_some());
+        self.emit(event);
     }
 
     /// The ids an event reports: all of a failed group's, a sample of a committed one's.
@@ -875,6 +1035,16 @@ impl Commit {
 
     /// Refuses all further work and fails the open group. Everyone waiting is woken.
     fn poison(&self, st: &mut State, reason: String) {
+        // Pieces of a pipelined batch were written, but the sync meant to cover them will
+        // never come: their outcome is unknown.
+        let pieces = std::mem::take(&mut st.deferred);
+        self.settle(
+            pieces,
+            Some(&Failure::Unknown {
+                kind: io::ErrorKind::Other,
+                message: reason.clone(),
+            }),
+        );
         if st.refusal.is_none() {
             st.refusal = Some(RefusalKind::Poisoned(reason));
         }
@@ -935,6 +1105,12 @@ impl Commit {
             salt: st.rng.u64(..),
         };
         let written = st.written_lsn;
+        // The seal's sync covers the pieces of a pipelined batch written so far.
+        let settled = std::mem::take(&mut st.deferred);
+        debug_assert!(
+            settled.is_empty() || unsynced,
+            "written pieces are unsynced"
+        );
         let (seal, created) = MutexGuard::unlocked(st, || {
             if unsynced {
                 self.stats.syncs.add(1);
@@ -945,6 +1121,9 @@ impl Commit {
                     return (Err(e), None);
                 }
                 self.durable_lsn.fetch_max(written, Ordering::Release);
+            }
+            for piece in &settled {
+                piece.group.finish(None);
             }
             let created = create_segment(
                 &*self.storage,
@@ -961,9 +1140,17 @@ impl Commit {
         self.space_cv.notify_all();
         if let Err(e) = seal {
             let reason = format!("sealing segment {} failed: {e}", old.seq());
+            self.settle(
+                settled,
+                Some(&Failure::Unknown {
+                    kind: e.kind(),
+                    message: reason.clone(),
+                }),
+            );
             self.poison(st, reason.clone());
             return Err(Error::Poisoned { reason });
         }
+        self.settle(settled, None);
         if unsynced {
             st.durable_lsn = written;
         }

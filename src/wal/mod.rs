@@ -16,11 +16,12 @@ pub use recovery::{DamagedRange, RecoveryReport, QUARANTINE_DIR};
 pub use segment::{parse_segment_file_name, segment_file_name};
 
 use crate::error::{Error, Result};
-use crate::format::{CorrelationId, PartialFrame, SegmentHeader};
+use crate::format::{PartialFrame, SegmentHeader};
 use crate::io::DirLock;
 use crate::stats::HistogramSnapshot;
 use commit::{Commit, Joined, LeadMode};
 use parking_lot::Mutex;
+use record::Joining;
 use segment::create_segment;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -284,7 +285,8 @@ impl Wal {
         }
     }
 
-    fn validate<'a>(&self, record: &Record<'a>) -> Result<PartialFrame<'a>> {
+    /// Rejects a record the log cannot take (today: a payload above `record_bytes_max`).
+    fn check(&self, record: &Record<'_>) -> Result<()> {
         let max = self.commit.opts.effective_record_bytes_max();
         if record.payload.len() > max {
             self.commit.stats.rejected.add(1);
@@ -293,7 +295,32 @@ impl Wal {
                 max,
             });
         }
+        Ok(())
+    }
+
+    fn validate<'a>(&self, record: &Record<'a>) -> Result<PartialFrame<'a>> {
+        self.check(record)?;
         Ok(PartialFrame::new(record.payload, record.correlation_id))
+    }
+
+    /// Joins one record to a group; with `LeadMode::Inline` it may lead (write and sync)
+    /// before returning.
+    fn join_one(&self, record: &Record<'_>, lead_mode: LeadMode) -> Result<Ticket> {
+        let frame = self.validate(record)?;
+        let mut joined = None;
+        let error = self.commit.join(
+            std::slice::from_ref(&frame),
+            &[0],
+            record.durability,
+            lead_mode,
+            false,
+            |j| joined = Some(ticket(j, record)),
+        );
+        match (joined, error) {
+            (Some(t), _) => Ok(t),
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("join either joins the record or says why not"),
+        }
     }
 
     /// Appends one record and blocks until it is as durable as its [`Durability`] asks.
@@ -302,22 +329,10 @@ impl Wal {
     pub fn append(&self, record: Record<'_>) -> Result<Receipt> {
         self.check_writable()?;
         let start = sample_commit_latency().then(Instant::now);
-        let frame = self.validate(&record)?;
         self.commit.writer_enter();
-        let mut joined = None;
-        let error = self.commit.join(
-            std::slice::from_ref(&frame),
-            &[0],
-            record.durability,
-            LeadMode::Inline,
-            |j| joined = Some(j),
-        );
+        let joined = self.join_one(&record, LeadMode::Inline);
         self.commit.writer_exit();
-        let result = match (joined, error) {
-            (Some(j), _) => self.finish(j, record.durability, record.correlation_id),
-            (None, Some(e)) => Err(e),
-            (None, None) => unreachable!("join either joins the record or says why not"),
-        };
+        let result = joined.and_then(|t| t.wait());
         if let (Some(start), true) = (start, result.is_ok()) {
             if record.durability != Durability::Buffer {
                 self.commit
@@ -329,70 +344,83 @@ impl Wal {
         result
     }
 
-    /// Waits for a joined record's group (not for `Buffer`) and builds its receipt.
-    fn finish(
-        &self,
-        j: Joined,
-        durability: Durability,
-        correlation_id: Option<CorrelationId>,
-    ) -> Result<Receipt> {
-        if durability == Durability::Buffer {
-            return Ok(Receipt {
-                lsn: j.lsn,
-                group_id: j.group.id,
-                group_records: j.records_at_join,
-                durability,
-                correlation_id,
-                location: j.location,
-            });
-        }
-        j.group.wait(None);
-        j.group
-            .receipt(j.lsn, durability, correlation_id, j.location)
-    }
-
     /// Appends records, each validated alone: an invalid one (too large, …) gets its own
     /// error and never reaches the log, the valid ones commit together in as few groups as
     /// the bounds allow. Results come in input order, like HTTP 207 Multi-Status.
     ///
     /// All records share the durability of the first one (records of one batch are
-    /// committed as one unit; mix durabilities with separate calls).
+    /// committed as one unit; mix durabilities with separate calls). A large `Sync` batch
+    /// is pipelined ([`WalOptions::pipeline_bytes`]): each piece is checksummed just before
+    /// it joins, while the device writes the previous one.
     pub fn append_many(&self, records: &[Record<'_>]) -> Vec<Result<Receipt>> {
-        let mut results: Vec<Option<Result<Receipt>>> = Vec::with_capacity(records.len());
         if let Err(e) = self.check_writable() {
             return records.iter().map(|_| Err(clone_refusal(&e))).collect();
         }
         let durability = records.first().map_or(Durability::Sync, |r| r.durability);
-        let mut frames = Vec::with_capacity(records.len());
-        let mut indices = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match self.validate(r) {
-                Ok(f) => {
-                    frames.push(f);
-                    indices.push(i);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
-        let mut joined = Vec::with_capacity(frames.len());
+        // Rejections first (cheap), so that a piece knows whether valid records follow it.
+        let mut outcomes: Vec<Outcome> = records
+            .iter()
+            .map(|r| match self.check(r) {
+                Ok(()) => Outcome::Waiting,
+                Err(e) => Outcome::Done(Err(e)),
+            })
+            .collect();
+        let mut valid_left = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Waiting))
+            .count();
+        let piece_bytes = match (durability, self.commit.opts.pipeline_bytes) {
+            (Durability::Sync, Some(bytes)) => bytes,
+            _ => usize::MAX,
+        };
+        let mut groups: Vec<Arc<commit::Group>> = Vec::new();
+        let mut frames = Vec::new();
+        let mut indices = Vec::new();
+        let mut next = 0;
+        let mut error = None;
         self.commit.writer_enter();
-        let error = self
-            .commit
-            .join(&frames, &indices, durability, LeadMode::Inline, |j| {
-                joined.push(j)
-            });
-        self.commit.writer_exit();
-        for j in joined {
-            let index = j.index;
-            let id = records[index].correlation_id;
-            results[index] = Some(self.finish(j, durability, id));
+        while valid_left > 0 && error.is_none() {
+            // Checksum the next piece only now: the previous one is being written.
+            frames.clear();
+            indices.clear();
+            let mut bytes = 0;
+            while next < records.len() && bytes < piece_bytes {
+                if matches!(outcomes[next], Outcome::Waiting) {
+                    let r = &records[next];
+                    let frame = PartialFrame::new(r.payload, r.correlation_id);
+                    bytes += frame.len();
+                    frames.push(frame);
+                    indices.push(next);
+                }
+                next += 1;
+            }
+            valid_left -= frames.len();
+            error = self.commit.join(
+                &frames,
+                &indices,
+                durability,
+                LeadMode::Inline,
+                valid_left > 0,
+                |j| {
+                    if !groups.last().is_some_and(|g| Arc::ptr_eq(g, j.group)) {
+                        groups.push(j.group.clone());
+                    }
+                    outcomes[j.index] = Outcome::Joined {
+                        group: groups.len() - 1,
+                        record: joining(&j, &records[j.index]),
+                    };
+                },
+            );
         }
-        results
+        self.commit.writer_exit();
+        outcomes
             .into_iter()
-            .map(|r| match r {
-                Some(r) => r,
-                None => Err(error.as_ref().map_or(Error::Closed, clone_refusal)),
+            .map(|o| match o {
+                Outcome::Done(result) => result,
+                Outcome::Joined { group, record } => record
+                    .receipt(&groups[group], None)
+                    .expect("a wait without timeout ends with the outcome"),
+                Outcome::Waiting => Err(error.as_ref().map_or(Error::Closed, clone_refusal)),
             })
             .collect()
     }
@@ -412,30 +440,13 @@ impl Wal {
 
     fn submit_inner(&self, record: Record<'_>, may_wait: bool) -> Result<Ticket> {
         self.check_writable()?;
-        let frame = self.validate(&record)?;
-        if !may_wait && self.commit.would_block(frame.len()) {
-            return Err(Error::WouldBlock);
+        if !may_wait {
+            self.check(&record)?;
+            if self.commit.would_block(frame_len(&record)) {
+                return Err(Error::WouldBlock);
+            }
         }
-        let mut joined = None;
-        let error = self.commit.join(
-            std::slice::from_ref(&frame),
-            &[0],
-            record.durability,
-            LeadMode::Background,
-            |j| joined = Some(j),
-        );
-        match (joined, error) {
-            (Some(j), _) => Ok(Ticket {
-                group: j.group,
-                lsn: j.lsn,
-                durability: record.durability,
-                records_at_join: j.records_at_join,
-                correlation_id: record.correlation_id,
-                location: j.location,
-            }),
-            (None, Some(e)) => Err(e),
-            (None, None) => unreachable!("join either joins the record or says why not"),
-        }
+        self.join_one(&record, LeadMode::Background)
     }
 
     /// Blocks until every record appended so far (any durability) is durable.
@@ -654,6 +665,39 @@ impl Wal {
 }
 
 /// The refusal errors a batch reports for every record it could not join.
+/// Where one record of `append_many` stands.
+enum Outcome {
+    /// Valid, not joined (yet).
+    Waiting,
+    /// Joined to the batch's group number `group`.
+    Joined { group: usize, record: Joining },
+    /// Rejected.
+    Done(Result<Receipt>),
+}
+
+/// What a joined record's receipt needs besides its group.
+fn joining(j: &Joined<'_>, record: &Record<'_>) -> Joining {
+    Joining {
+        lsn: j.lsn,
+        durability: record.durability,
+        records_at_join: j.records_at_join,
+        correlation_id: record.correlation_id,
+        location: j.location,
+    }
+}
+
+fn ticket(j: Joined<'_>, record: &Record<'_>) -> Ticket {
+    Ticket {
+        group: j.group.clone(),
+        record: joining(&j, record),
+    }
+}
+
+/// The size of a record's frame on disk.
+fn frame_len(record: &Record<'_>) -> usize {
+    crate::format::frame_len(record.payload.len(), record.correlation_id.is_some())
+}
+
 fn clone_refusal(e: &Error) -> Error {
     match e {
         Error::Poisoned { reason } => Error::Poisoned {

@@ -36,6 +36,7 @@ pub struct WalOptions {
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) group_bytes_max: usize,
     pub(crate) group_records_max: usize,
+    pub(crate) pipeline_bytes: Option<usize>,
     pub(crate) lock_hold_max: Duration,
     pub(crate) commit_delay: Option<Duration>,
     pub(crate) commit_siblings: usize,
@@ -65,6 +66,7 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::default(),
             group_bytes_max: 1 << 20,
             group_records_max: 4096,
+            pipeline_bytes: Some(256 << 10),
             lock_hold_max: Duration::from_millis(10),
             commit_delay: None,
             commit_siblings: 5,
@@ -88,6 +90,7 @@ impl fmt::Debug for WalOptions {
             .field("recovery_mode", &self.recovery_mode)
             .field("group_bytes_max", &self.group_bytes_max)
             .field("group_records_max", &self.group_records_max)
+            .field("pipeline_bytes", &self.pipeline_bytes)
             .field("lock_hold_max", &self.lock_hold_max)
             .field("commit_delay", &self.commit_delay)
             .field("commit_siblings", &self.commit_siblings)
@@ -160,6 +163,21 @@ impl WalOptions {
     /// A group closes once it holds this many records. Default: 4096. Range: 1 to 1,048,576.
     pub fn group_records_max(mut self, v: usize) -> Self {
         self.group_records_max = v;
+        self
+    }
+
+    /// A `Sync` batch ([`Wal::append_many`](crate::Wal::append_many)) whose caller leads its
+    /// own groups is committed in pieces of about this many bytes: each piece is one group,
+    /// written with one write and handed to the device at once
+    /// ([`StorageFile::start_writeback`](crate::io::StorageFile::start_writeback)), and only
+    /// the batch's last group is synced; every piece's records are acknowledged after that
+    /// `fdatasync`, or all fail with it. The checksums and copies of the next piece then
+    /// overlap the device's work on the previous one, instead of all of them preceding one
+    /// large write (`docs/BENCHMARKS.md`, "Durable batch"). A piece that other waiting
+    /// writers share is synced as usual. Default: 256 KiB. `None` turns pipelining off.
+    /// Range: 4 KiB to 1 GiB.
+    pub fn pipeline_bytes(mut self, v: Option<usize>) -> Self {
+        self.pipeline_bytes = v;
         self
     }
 
@@ -270,6 +288,14 @@ impl WalOptions {
                 "group_bytes_max",
                 format!("{} is outside 4096..=1073741824", self.group_bytes_max),
             );
+        }
+        if let Some(v) = self.pipeline_bytes {
+            if !(4096..=1 << 30).contains(&v) {
+                return bad(
+                    "pipeline_bytes",
+                    format!("{v} is outside 4096..=1073741824"),
+                );
+            }
         }
         if !(1..=1 << 20).contains(&self.group_records_max) {
             return bad(

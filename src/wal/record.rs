@@ -115,21 +115,54 @@ pub struct Receipt {
     pub location: RecordLocation,
 }
 
+/// A record joined to a group: everything its receipt needs besides the group.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Joining {
+    pub lsn: u64,
+    pub durability: Durability,
+    /// Records in the group when this one joined (a `Buffer` receipt's `group_records`).
+    pub records_at_join: u32,
+    pub correlation_id: Option<CorrelationId>,
+    pub location: RecordLocation,
+}
+
+impl Joining {
+    /// The record's receipt once `group` is done (at once for `Buffer`); `None` if `timeout`
+    /// passed first.
+    pub fn receipt(&self, group: &Group, timeout: Option<Duration>) -> Option<Result<Receipt>> {
+        if self.durability == Durability::Buffer {
+            return Some(Ok(Receipt {
+                lsn: self.lsn,
+                group_id: group.id,
+                group_records: self.records_at_join,
+                durability: self.durability,
+                correlation_id: self.correlation_id,
+                location: self.location,
+            }));
+        }
+        if !group.wait(timeout) {
+            return None;
+        }
+        Some(group.receipt(
+            self.lsn,
+            self.durability,
+            self.correlation_id,
+            self.location,
+        ))
+    }
+}
+
 /// A record submitted without waiting; [`Ticket::wait`] returns its receipt.
 #[derive(Debug)]
 pub struct Ticket {
     pub(crate) group: Arc<Group>,
-    pub(crate) lsn: u64,
-    pub(crate) durability: Durability,
-    pub(crate) records_at_join: u32,
-    pub(crate) correlation_id: Option<CorrelationId>,
-    pub(crate) location: RecordLocation,
+    pub(crate) record: Joining,
 }
 
 impl Ticket {
     /// The record's LSN (assigned at submit).
     pub fn lsn(&self) -> u64 {
-        self.lsn
+        self.record.lsn
     }
 
     /// The id of the group carrying the record.
@@ -140,51 +173,19 @@ impl Ticket {
     /// True once the outcome is known ([`Ticket::wait`] will not block). A `Buffer` record
     /// is done as soon as it is queued.
     pub fn is_done(&self) -> bool {
-        self.durability == Durability::Buffer || self.group.is_done()
-    }
-
-    fn buffered_receipt(&self) -> Receipt {
-        Receipt {
-            lsn: self.lsn,
-            group_id: self.group.id,
-            group_records: self.records_at_join,
-            durability: self.durability,
-            correlation_id: self.correlation_id,
-            location: self.location,
-        }
+        self.record.durability == Durability::Buffer || self.group.is_done()
     }
 
     /// Blocks until the record is as durable as asked, or its group failed.
     pub fn wait(&self) -> Result<Receipt> {
-        if self.durability == Durability::Buffer {
-            return Ok(self.buffered_receipt());
-        }
-        self.group.wait(None);
-        self.group.receipt(
-            self.lsn,
-            self.durability,
-            self.correlation_id,
-            self.location,
-        )
+        self.record
+            .receipt(&self.group, None)
+            .expect("a wait without timeout ends with the outcome")
     }
 
     /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<Receipt>> {
-        if self.durability == Durability::Buffer {
-            return Ok(Some(self.buffered_receipt()));
-        }
-        if self.group.wait(Some(timeout)) {
-            self.group
-                .receipt(
-                    self.lsn,
-                    self.durability,
-                    self.correlation_id,
-                    self.location,
-                )
-                .map(Some)
-        } else {
-            Ok(None)
-        }
+        self.record.receipt(&self.group, Some(timeout)).transpose()
     }
 }
 
@@ -202,7 +203,8 @@ pub struct GroupEvent {
     pub records: u32,
     /// Bytes written by the group.
     pub bytes: u64,
-    /// Whether the group ended with an `fdatasync`.
+    /// Whether the group ended with an `fdatasync`: its own, or for a piece of a pipelined
+    /// batch (`WalOptions::pipeline_bytes`), the later one that covered it.
     pub synced: bool,
     /// How long the group's first record waited before the group was taken for writing.
     pub queue_wait: std::time::Duration,
