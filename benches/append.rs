@@ -116,30 +116,51 @@ fn durable_batch(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     let payloads: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 1024]).collect();
     g.throughput(Throughput::Bytes(1000 * 1024));
+    let batch = |wal: &Wal| {
+        let records: Vec<Record<'_>> = payloads.iter().map(|p| Record::new(p)).collect();
+        let mut last = 0;
+        for r in wal.append_many(&records) {
+            last = r.expect("append").lsn;
+        }
+        last
+    };
+    // Steady state of a log whose owner checkpoints: the records older than the last
+    // segment's worth are truncated every 64 batches, and the freed segment files are
+    // recycled, so every write lands on already-written blocks, as the naive writer's does.
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let wal = Wal::open(dir.path(), options().group_bytes_max(4 << 20)).expect("open");
+    let keep = FILE_BYTES / 1041;
+    let mut batches = 0u64;
     g.bench_function("groupwal", |b| {
         b.iter(|| {
-            let records: Vec<Record<'_>> = payloads.iter().map(|p| Record::new(p)).collect();
-            for r in wal.append_many(&records) {
-                r.expect("append");
+            let last = batch(&wal);
+            batches += 1;
+            if batches % 64 == 0 {
+                wal.truncate_before(last.saturating_sub(keep))
+                    .expect("truncate");
             }
         })
     });
-    // The same with fallocate'd segments: no zeros written ahead of the data.
-    let dir_fallocate = tempfile::tempdir_in(".").expect("tempdir");
-    let wal_fallocate = Wal::open(
-        dir_fallocate.path(),
-        options()
-            .group_bytes_max(4 << 20)
-            .preallocation(groupwal::io::Preallocation::Fallocate),
+    // A log that only grows: every segment is new space, zero-filled in the background.
+    let dir_growing = tempfile::tempdir_in(".").expect("tempdir");
+    let growing = Wal::open(dir_growing.path(), options().group_bytes_max(4 << 20)).expect("open");
+    g.bench_function("groupwal_growing", |b| b.iter(|| batch(&growing)));
+    // Without pipelining: checksums and copies of the whole batch, then one write and sync.
+    let dir_serial = tempfile::tempdir_in(".").expect("tempdir");
+    let serial = Wal::open(
+        dir_serial.path(),
+        options().group_bytes_max(4 << 20).pipeline_bytes(None),
     )
     .expect("open");
-    g.bench_function("groupwal_fallocate", |b| {
+    let mut serial_batches = 0u64;
+    g.bench_function("groupwal_unpipelined", |b| {
         b.iter(|| {
-            let records: Vec<Record<'_>> = payloads.iter().map(|p| Record::new(p)).collect();
-            for r in wal_fallocate.append_many(&records) {
-                r.expect("append");
+            let last = batch(&serial);
+            serial_batches += 1;
+            if serial_batches % 64 == 0 {
+                serial
+                    .truncate_before(last.saturating_sub(keep))
+                    .expect("truncate");
             }
         })
     });
