@@ -366,7 +366,7 @@ on_both!(
     missing_middle_segment,
     bad_segment_headers,
     stale_frames_after_the_tail,
-    torn_tail_cut_is_zeroed_before_new_appends,
+    torn_tail_cut_writes_only_an_end_marker,
     segment_longer_than_segment_bytes_with_junk,
     rotation_and_reopen_keep_lsns_continuous,
     truncate_before_removes_whole_segments,
@@ -526,12 +526,14 @@ fn torn_tail_at_every_byte(env: &Env) {
 }
 
 /// After a torn tail is cut, records appended over the cut bytes are shorter than the old
-/// ones: no byte of the old frames may survive between or after them, and after another
-/// crash no old record comes back.
-fn torn_tail_cut_is_zeroed_before_new_appends(env: &Env) {
+/// ones, and the stale bytes of the old frames stay after them: the cut writes only an end
+/// marker (17 zero bytes) over the first bad frame's header, never the rest of the segment,
+/// and every group ends in an end marker of its own. No old record comes back, after a
+/// crash or a clean reopen, in any mode.
+fn torn_tail_cut_writes_only_an_end_marker(env: &Env) {
     let dir = env.dir("log");
     let mut model = build(env, &dir, 20, |_| 500);
-    let (_, seg) = env.segments(&dir).pop().unwrap();
+    let (seq, seg) = env.segments(&dir).pop().unwrap();
     let (_, frames) = env.frames(&seg);
     // Damage the last byte of each of the last three frames: a torn tail of three frames
     // (none of them valid, so none "follows" the first bad one).
@@ -539,34 +541,66 @@ fn torn_tail_cut_is_zeroed_before_new_appends(env: &Env) {
         env.flip_bit(&seg, f.offset + f.len - 1, 0);
     }
     let cut_at = frames[17].offset;
+    let damaged = env.read(&seg);
+    let written_before = env.sim.as_ref().map(|sim| sim.stats());
     let wal = Wal::open(&dir, env.opts()).unwrap();
+    if let (Some(sim), Some(before)) = (&env.sim, written_before) {
+        let after = sim.stats();
+        assert_eq!(
+            (
+                after.writes - before.writes,
+                after.bytes_written - before.bytes_written
+            ),
+            (1, FRAME_HEADER),
+            "the cut is one write of an end marker"
+        );
+    }
     let torn = wal
         .recovery_report()
         .torn_tail
         .clone()
         .expect("a torn tail");
-    assert_eq!(torn.offset, cut_at);
-    assert_eq!(torn.len, frames[19].offset + frames[19].len - cut_at);
+    // The damaged range is the first bad frame: what follows it cannot be told apart from
+    // stale bytes.
+    assert_eq!(
+        (torn.segment, torn.offset, torn.len),
+        (seq, cut_at, frames[17].len)
+    );
     model.truncate(17);
     assert_log(&wal, &model);
+    let cut = env.read(&seg);
+    let marker_end = (cut_at + FRAME_HEADER) as usize;
+    assert!(cut[cut_at as usize..marker_end].iter().all(|&b| b == 0));
+    assert_eq!(
+        cut[marker_end..],
+        damaged[marker_end..],
+        "the bytes after the end marker are left alone"
+    );
     // Fewer, shorter records over the old ones.
     for _ in 0..2 {
         append(&wal, &mut model, 1, 30, None);
     }
     env.crash(wal);
 
-    let wal = Wal::open(&dir, env.opts()).unwrap();
-    assert_eq!(wal.recovery_report().torn_tail, None);
-    assert_log(&wal, &model);
-    assert!(read_all(&wal)
-        .iter()
-        .all(|r| r.lsn <= 17 || r.payload.len() == 30));
-    drop(wal);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = Wal::open(&dir, env.mode(mode)).unwrap();
+        assert_eq!(wal.recovery_report().torn_tail, None);
+        assert_log(&wal, &model);
+        assert!(read_all(&wal)
+            .iter()
+            .all(|r| r.lsn <= 17 || r.payload.len() == 30));
+    }
     let bytes = env.read(&seg);
     let tail = cut_at as usize + 2 * (FRAME_HEADER as usize + 30);
+    let marker_end = tail + FRAME_HEADER as usize;
     assert!(
-        bytes[tail..].iter().all(|&b| b == 0),
-        "old bytes after the tail"
+        bytes[tail..marker_end].iter().all(|&b| b == 0),
+        "an end marker follows the last record"
+    );
+    assert_eq!(
+        bytes[marker_end..],
+        damaged[marker_end..],
+        "stale bytes of the old frames stay after it"
     );
 }
 
