@@ -200,16 +200,9 @@ fn the_spare_segment_comes_from_the_pool_when_it_has_a_file() {
         .map(|&seq| std::fs::metadata(pool_file(seq)).unwrap().ino())
         .collect();
     let tmp_files = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".tmp")
-            })
-            .count()
+        let names = std::fs::read_dir(dir.path()).unwrap();
+        let names = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.ends_with(".tmp")).count()
     };
     // Two rotations: both new segments are pool files; no spare is zero-filled meanwhile.
     let deadline = Instant::now() + Duration::from_secs(30);

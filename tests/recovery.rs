@@ -525,6 +525,31 @@ fn torn_tail_at_every_byte(env: &Env) {
     }
 }
 
+/// Opens the log in `dir`, which has a torn tail, in the default mode; checks (on the
+/// simulated storage, which counts writes) that the cut is one write of 17 bytes, an end
+/// marker; returns the log and the torn range.
+fn open_cutting_a_torn_tail(env: &Env, dir: &Path) -> (Wal, DamagedRange) {
+    let before = env.sim.as_ref().map(|sim| sim.stats());
+    let wal = Wal::open(dir, env.opts()).unwrap();
+    if let (Some(sim), Some(before)) = (&env.sim, before) {
+        let after = sim.stats();
+        assert_eq!(
+            (
+                after.writes - before.writes,
+                after.bytes_written - before.bytes_written
+            ),
+            (1, FRAME_HEADER),
+            "the cut is one write of an end marker"
+        );
+    }
+    let torn = wal
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
+    (wal, torn)
+}
+
 /// After a torn tail is cut, records appended over the cut bytes are shorter than the old
 /// ones, and the stale bytes of the old frames stay after them: the cut writes only an end
 /// marker (17 zero bytes) over the first bad frame's header, never the rest of the segment,
@@ -542,24 +567,7 @@ fn torn_tail_cut_writes_only_an_end_marker(env: &Env) {
     }
     let cut_at = frames[17].offset;
     let damaged = env.read(&seg);
-    let written_before = env.sim.as_ref().map(|sim| sim.stats());
-    let wal = Wal::open(&dir, env.opts()).unwrap();
-    if let (Some(sim), Some(before)) = (&env.sim, written_before) {
-        let after = sim.stats();
-        assert_eq!(
-            (
-                after.writes - before.writes,
-                after.bytes_written - before.bytes_written
-            ),
-            (1, FRAME_HEADER),
-            "the cut is one write of an end marker"
-        );
-    }
-    let torn = wal
-        .recovery_report()
-        .torn_tail
-        .clone()
-        .expect("a torn tail");
+    let (wal, torn) = open_cutting_a_torn_tail(env, &dir);
     // The damaged range is the first bad frame: what follows it cannot be told apart from
     // stale bytes.
     assert_eq!(
@@ -721,6 +729,28 @@ fn check_corrupt_frame_then_salvage(
     assert_log(&wal, &now);
 }
 
+/// For each `(byte, bit)` of `positions`: restores `files` into a new directory, flips that
+/// bit of frame `bad` of segment `seq` (file `name`), and checks the damage with
+/// [`check_corrupt_frame_then_salvage`].
+#[allow(clippy::too_many_arguments)]
+fn flip_bits_then_salvage(
+    env: &Env,
+    label: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    name: &str,
+    (seq, bad, last_in_segment): (u64, FrameAt, bool),
+    positions: &[(u64, u8)],
+    model: &[LogRecord],
+) {
+    for &(at, bit) in positions {
+        let ctx = format!("{label}: flip bit {bit} of byte {at} of frame {}", bad.lsn);
+        let dir = env.dir(&format!("{label}-{at}-{bit}"));
+        env.restore(files, &dir);
+        env.flip_bit(&dir.join(name), bad.offset + at, bit);
+        check_corrupt_frame_then_salvage(env, &dir, seq, bad, last_in_segment, model, &ctx);
+    }
+}
+
 /// A bit flipped in a frame in the middle of the active segment is corruption, not a torn
 /// tail: valid frames follow it.
 fn bit_flip_in_a_middle_frame(env: &Env) {
@@ -735,13 +765,9 @@ fn bit_flip_in_a_middle_frame(env: &Env) {
     let bad = frames[frames.len() / 2];
     assert!(bad.lsn < 30, "a middle frame");
     let name = path.file_name().unwrap().to_str().unwrap();
-    for (at, bit) in flip_positions(bad) {
-        let ctx = format!("flip bit {bit} of byte {at} of frame {}", bad.lsn);
-        let dir = env.dir(&format!("flip-{at}-{bit}"));
-        env.restore(&files, &dir);
-        env.flip_bit(&dir.join(name), bad.offset + at, bit);
-        check_corrupt_frame_then_salvage(env, &dir, seq, bad, false, &model, &ctx);
-    }
+    let positions = flip_positions(bad);
+    let damage = (seq, bad, false);
+    flip_bits_then_salvage(env, "flip", &files, name, damage, &positions, &model);
 }
 
 /// Damage in a sealed segment is corruption wherever it is, even in its last frame (which
@@ -758,13 +784,17 @@ fn bit_flip_in_a_sealed_segment(env: &Env) {
         ("last", *frames.last().unwrap(), true),
         ("middle", frames[5], false),
     ] {
-        for (at, bit) in [(5, 2), (FRAME_HEADER + 100, 0)] {
-            let ctx = format!("{which} frame {} of segment 1, byte {at}", bad.lsn);
-            let dir = env.dir(&format!("sealed-{which}-{at}"));
-            env.restore(&files, &dir);
-            env.flip_bit(&dir.join(name), bad.offset + at, bit);
-            check_corrupt_frame_then_salvage(env, &dir, seq, bad, last, &model, &ctx);
-        }
+        let positions = [(5, 2), (FRAME_HEADER + 100, 0)];
+        let label = format!("sealed-{which}");
+        flip_bits_then_salvage(
+            env,
+            &label,
+            &files,
+            name,
+            (seq, bad, last),
+            &positions,
+            &model,
+        );
     }
 }
 
@@ -1752,18 +1782,7 @@ fn torn_tail_in_a_recycled_active_segment_is_cut_cheaply(env: &Env) {
         Wal::open(&dir, env.mode(RecoveryMode::Strict)),
         Err(Error::TornTail { segment: 4, offset, .. }) if offset == last.offset
     ));
-    let stats = env.sim.as_ref().map(|sim| sim.stats());
-    let wal = Wal::open(&dir, env.opts()).unwrap();
-    if let (Some(sim), Some(before)) = (&env.sim, stats) {
-        let after = sim.stats();
-        assert_eq!(after.writes - before.writes, 1, "one write: the cut");
-        assert_eq!(after.bytes_written - before.bytes_written, FRAME_HEADER);
-    }
-    let torn = wal
-        .recovery_report()
-        .torn_tail
-        .clone()
-        .expect("a torn tail");
+    let (wal, torn) = open_cutting_a_torn_tail(env, &dir);
     assert_eq!(
         (torn.segment, torn.offset, torn.len),
         (4, last.offset, last.len)
@@ -1816,13 +1835,9 @@ fn bit_flip_in_the_last_frame_of_a_sealed_recycled_segment(env: &Env) {
         .all(|&b| b == 0));
     assert!(bytes[end + FRAME_HEADER as usize..].iter().any(|&b| b != 0));
     let name = path.file_name().unwrap().to_str().unwrap();
-    for (at, bit) in [(9, 1), (FRAME_HEADER + 100, 5), (bad.len - 1, 0)] {
-        let ctx = format!("flip bit {bit} of byte {at} of frame {}", bad.lsn);
-        let dir = env.dir(&format!("flip-{at}-{bit}"));
-        env.restore(&files, &dir);
-        env.flip_bit(&dir.join(name), bad.offset + at, bit);
-        check_corrupt_frame_then_salvage(env, &dir, seq, bad, true, &model, &ctx);
-    }
+    let positions = [(9, 1), (FRAME_HEADER + 100, 5), (bad.len - 1, 0)];
+    let damage = (seq, bad, true);
+    flip_bits_then_salvage(env, "recycled", &files, name, damage, &positions, &model);
 }
 
 /// Only files of `segment_bytes` are reused: a pool file of another length (left by a log
