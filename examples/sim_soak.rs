@@ -132,6 +132,7 @@ fn main() -> ExitCode {
                         sum.recoveries += s.recoveries;
                         sum.faults += s.faults;
                         sum.poisonings += s.poisonings;
+                        sum.pool_files_used += s.pool_files_used;
                     }
                     Err(e) => {
                         println!("FAIL {e}\n  reproduce: {}", repro(seed, ops_per_seed));
@@ -178,7 +179,7 @@ fn main() -> ExitCode {
     println!(
         "sim_soak: {} seeds in {secs:.1} s: {:.0} seeds/min; {} ops, {} records acknowledged, \
          {} of unknown outcome, {} refused, {} crashes, {} recoveries checked, {} faults fired, \
-         {} poisonings",
+         {} poisonings, {} pool files used",
         t.seeds,
         t.seeds as f64 * 60.0 / secs.max(1e-9),
         s.ops,
@@ -188,7 +189,8 @@ fn main() -> ExitCode {
         s.crashes,
         s.recoveries,
         s.faults,
-        s.poisonings
+        s.poisonings,
+        s.pool_files_used
     );
     if t.failures.is_empty() {
         println!("0 failed");

@@ -177,3 +177,72 @@ fn a_spare_segment_is_prepared_at_half_full_used_by_rotation_and_removed_at_clos
         "close removed the spare: {leftovers:?}"
     );
 }
+
+/// With freed segments in the pool, the spare the background prepares at half full is a
+/// pool file (no zero-filled `.tmp` file): rotation makes the next segment from it. Close
+/// leaves a pool file taken as a spare in the pool (whether or not the background took it
+/// by then: that moment is not observable), and a reopened log reuses it.
+#[test]
+fn the_spare_segment_comes_from_the_pool_when_it_has_a_file() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions::default().segment_bytes(256 << 10);
+    let wal = Wal::open(dir.path(), options).unwrap();
+    let payload = vec![5u8; 4000];
+    while wal.segments().len() < 4 {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    assert_eq!(wal.truncate_before(wal.segments()[2].first_lsn).unwrap(), 2);
+    let pool_file = |seq: u64| dir.path().join(format!("{}.free", segment_file_name(seq)));
+    let inodes: Vec<u64> = [1, 2]
+        .iter()
+        .map(|&seq| std::fs::metadata(pool_file(seq)).unwrap().ino())
+        .collect();
+    let tmp_files = || {
+        let names = std::fs::read_dir(dir.path()).unwrap();
+        let names = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.ends_with(".tmp")).count()
+    };
+    // Two rotations: both new segments are pool files; no spare is zero-filled meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wal.segments().len() < 4 {
+        assert!(Instant::now() < deadline, "no two rotations within 30 s");
+        wal.append(Record::new(&payload)).unwrap();
+        assert_eq!(
+            tmp_files(),
+            0,
+            "a spare was zero-filled while the pool had files"
+        );
+    }
+    for seq in [5, 6] {
+        let ino = std::fs::metadata(wal.segment_path(seq)).unwrap().ino();
+        assert!(inodes.contains(&ino), "segment {seq} is a recycled file");
+    }
+    // A third pool file, taken as the spare once segment 6 is half full, then close.
+    assert_eq!(wal.truncate_before(wal.segments()[1].first_lsn).unwrap(), 1);
+    let third = pool_file(3);
+    let third_inode = std::fs::metadata(&third).unwrap().ino();
+    let half = wal.segments().len();
+    for _ in 0..40 {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    assert_eq!(wal.segments().len(), half, "no rotation yet");
+    wal.close().unwrap();
+    assert_eq!(
+        std::fs::metadata(&third).map(|m| m.ino()).ok(),
+        Some(third_inode),
+        "close left the pool file in the pool"
+    );
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default().segment_bytes(256 << 10)).unwrap();
+    while wal.segments().len() == half {
+        wal.append(Record::new(&payload)).unwrap();
+    }
+    let seq = wal.segments().last().unwrap().seq;
+    assert_eq!(
+        std::fs::metadata(wal.segment_path(seq)).unwrap().ino(),
+        third_inode,
+        "reused after the reopen"
+    );
+}

@@ -1049,3 +1049,68 @@ fn bench_warns_on_a_file_system_in_memory() {
     let err = stderr(&o);
     assert!(err.contains("warning") && err.contains("tmpfs"), "{err}");
 }
+
+/// A log with recycled segments and pool files (`<seq>.wal.free`): `inspect` lists only the
+/// segments, `verify` finds it clean although stale frames lie after the end of its
+/// records, and `salvage` finds nothing to quarantine and leaves the pool files alone.
+#[test]
+fn verbs_work_on_recycled_segments_and_ignore_pool_files() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    make_log(tmp.path(), 200);
+    let wal = open_wal(tmp.path());
+    let bound = wal.segments()[2].first_lsn;
+    assert_eq!(wal.truncate_before(bound).expect("truncate"), 2);
+    // Rotate into a pool file, then leave it with a few short records over its stale ones.
+    let segments = wal.segments().len();
+    while wal.segments().len() == segments {
+        wal.append(Record::new(&[9u8; PAYLOAD_BYTES]))
+            .expect("append");
+    }
+    for _ in 0..3 {
+        wal.append(Record::new(b"short")).expect("append");
+    }
+    let last = wal.next_lsn() - 1;
+    wal.close().expect("close");
+    drop(wal);
+    let pool: Vec<String> = std::fs::read_dir(tmp.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wal.free"))
+        .collect();
+    assert_eq!(pool.len(), 1, "{pool:?}");
+    let before = snapshot(tmp.path());
+
+    let o = run_path("inspect", tmp.path(), &["--json"]);
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["first_lsn"], bound);
+    assert_eq!(v["next_lsn"], last + 1);
+    assert_eq!(v["records"], last + 1 - bound);
+    let files: Vec<&str> = v["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["file"].as_str().expect("file"))
+        .collect();
+    assert!(files.iter().all(|f| f.ends_with(".wal")), "{files:?}");
+
+    let o = run_path("verify", tmp.path(), &["--json"]);
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["status"], "clean");
+    assert_eq!(v["records"], last + 1 - bound);
+    assert_eq!(
+        snapshot(tmp.path()),
+        before,
+        "inspect and verify changed nothing"
+    );
+
+    let o = run_path("salvage", tmp.path(), &["--json"]);
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["quarantined"].as_array().expect("quarantined").len(), 0);
+    assert_eq!(v["records"], last + 1 - bound);
+    for name in &pool {
+        assert!(tmp.path().join(name).exists(), "salvage kept {name}");
+    }
+}

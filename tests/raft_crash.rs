@@ -280,14 +280,17 @@ fn purge_removes_whole_segments_and_keeps_the_vote_and_committed_id_they_held() 
 }
 
 /// A purge whose segment removal fails or is cut short by a crash part way: the marker is
-/// durable before any removal, so recovery applies the purge whatever was removed.
+/// durable before any removal, so recovery applies the purge whatever was removed. The
+/// first two freed segments are renamed into the pool of files kept for reuse
+/// (`recycle_segments`, default 2), the others deleted: faults hit both.
 #[test]
 fn a_crash_in_the_middle_of_a_purge_keeps_the_purge_and_everything_after_it() {
     let rt = runtime();
     for (fault, nth) in [
+        (FaultKind::Rename, 1),
+        (FaultKind::Rename, 2),
         (FaultKind::Remove, 1),
         (FaultKind::Remove, 2),
-        (FaultKind::Remove, 4),
         (FaultKind::SyncDir, 1),
     ] {
         for mode in [CrashMode::Clean, CrashMode::Torn] {

@@ -10,7 +10,7 @@
 //! lock contention between processes is in `tests/kill.rs` with the other child processes.
 
 use groupwal::format::{decode_frame, encode_frame, SegmentHeader, SEGMENT_HEADER_BYTES};
-use groupwal::io::sim::{CrashMode, SimStorage};
+use groupwal::io::sim::{CrashMode, FaultKind, SimStorage};
 use groupwal::io::{read_full_at, OpenMode, StdStorage, Storage};
 use groupwal::wal::{DamagedRange, QUARANTINE_DIR, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use groupwal::{
@@ -366,7 +366,7 @@ on_both!(
     missing_middle_segment,
     bad_segment_headers,
     stale_frames_after_the_tail,
-    torn_tail_cut_is_zeroed_before_new_appends,
+    torn_tail_cut_writes_only_an_end_marker,
     segment_longer_than_segment_bytes_with_junk,
     rotation_and_reopen_keep_lsns_continuous,
     truncate_before_removes_whole_segments,
@@ -525,13 +525,40 @@ fn torn_tail_at_every_byte(env: &Env) {
     }
 }
 
+/// Opens the log in `dir`, which has a torn tail, in the default mode; checks (on the
+/// simulated storage, which counts writes) that the cut is one write of 17 bytes, an end
+/// marker; returns the log and the torn range.
+fn open_cutting_a_torn_tail(env: &Env, dir: &Path) -> (Wal, DamagedRange) {
+    let before = env.sim.as_ref().map(|sim| sim.stats());
+    let wal = Wal::open(dir, env.opts()).unwrap();
+    if let (Some(sim), Some(before)) = (&env.sim, before) {
+        let after = sim.stats();
+        assert_eq!(
+            (
+                after.writes - before.writes,
+                after.bytes_written - before.bytes_written
+            ),
+            (1, FRAME_HEADER),
+            "the cut is one write of an end marker"
+        );
+    }
+    let torn = wal
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
+    (wal, torn)
+}
+
 /// After a torn tail is cut, records appended over the cut bytes are shorter than the old
-/// ones: no byte of the old frames may survive between or after them, and after another
-/// crash no old record comes back.
-fn torn_tail_cut_is_zeroed_before_new_appends(env: &Env) {
+/// ones, and the stale bytes of the old frames stay after them: the cut writes only an end
+/// marker (17 zero bytes) over the first bad frame's header, never the rest of the segment,
+/// and every group ends in an end marker of its own. No old record comes back, after a
+/// crash or a clean reopen, in any mode.
+fn torn_tail_cut_writes_only_an_end_marker(env: &Env) {
     let dir = env.dir("log");
     let mut model = build(env, &dir, 20, |_| 500);
-    let (_, seg) = env.segments(&dir).pop().unwrap();
+    let (seq, seg) = env.segments(&dir).pop().unwrap();
     let (_, frames) = env.frames(&seg);
     // Damage the last byte of each of the last three frames: a torn tail of three frames
     // (none of them valid, so none "follows" the first bad one).
@@ -539,34 +566,49 @@ fn torn_tail_cut_is_zeroed_before_new_appends(env: &Env) {
         env.flip_bit(&seg, f.offset + f.len - 1, 0);
     }
     let cut_at = frames[17].offset;
-    let wal = Wal::open(&dir, env.opts()).unwrap();
-    let torn = wal
-        .recovery_report()
-        .torn_tail
-        .clone()
-        .expect("a torn tail");
-    assert_eq!(torn.offset, cut_at);
-    assert_eq!(torn.len, frames[19].offset + frames[19].len - cut_at);
+    let damaged = env.read(&seg);
+    let (wal, torn) = open_cutting_a_torn_tail(env, &dir);
+    // The damaged range is the first bad frame: what follows it cannot be told apart from
+    // stale bytes.
+    assert_eq!(
+        (torn.segment, torn.offset, torn.len),
+        (seq, cut_at, frames[17].len)
+    );
     model.truncate(17);
     assert_log(&wal, &model);
+    let cut = env.read(&seg);
+    let marker_end = (cut_at + FRAME_HEADER) as usize;
+    assert!(cut[cut_at as usize..marker_end].iter().all(|&b| b == 0));
+    assert_eq!(
+        cut[marker_end..],
+        damaged[marker_end..],
+        "the bytes after the end marker are left alone"
+    );
     // Fewer, shorter records over the old ones.
     for _ in 0..2 {
         append(&wal, &mut model, 1, 30, None);
     }
     env.crash(wal);
 
-    let wal = Wal::open(&dir, env.opts()).unwrap();
-    assert_eq!(wal.recovery_report().torn_tail, None);
-    assert_log(&wal, &model);
-    assert!(read_all(&wal)
-        .iter()
-        .all(|r| r.lsn <= 17 || r.payload.len() == 30));
-    drop(wal);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = Wal::open(&dir, env.mode(mode)).unwrap();
+        assert_eq!(wal.recovery_report().torn_tail, None);
+        assert_log(&wal, &model);
+        assert!(read_all(&wal)
+            .iter()
+            .all(|r| r.lsn <= 17 || r.payload.len() == 30));
+    }
     let bytes = env.read(&seg);
     let tail = cut_at as usize + 2 * (FRAME_HEADER as usize + 30);
+    let marker_end = tail + FRAME_HEADER as usize;
     assert!(
-        bytes[tail..].iter().all(|&b| b == 0),
-        "old bytes after the tail"
+        bytes[tail..marker_end].iter().all(|&b| b == 0),
+        "an end marker follows the last record"
+    );
+    assert_eq!(
+        bytes[marker_end..],
+        damaged[marker_end..],
+        "stale bytes of the old frames stay after it"
     );
 }
 
@@ -625,7 +667,8 @@ fn check_corrupt_frame_then_salvage(
     let q: &DamagedRange = &report.quarantined[0];
     assert_eq!((q.segment, q.offset), (seq, bad.offset), "{ctx}");
     if last_in_segment {
-        // Up to the last non-zero byte: the frame's trailing zeros are not damage.
+        // The frame as its header claims, or its header alone if the damage makes it claim
+        // more than the segment holds.
         assert!(q.len >= 1 && q.len <= bad.len, "{ctx}: {q:?}");
     } else {
         assert_eq!(q.len, bad.len, "{ctx}: exactly the bad frame");
@@ -686,6 +729,28 @@ fn check_corrupt_frame_then_salvage(
     assert_log(&wal, &now);
 }
 
+/// For each `(byte, bit)` of `positions`: restores `files` into a new directory, flips that
+/// bit of frame `bad` of segment `seq` (file `name`), and checks the damage with
+/// [`check_corrupt_frame_then_salvage`].
+#[allow(clippy::too_many_arguments)]
+fn flip_bits_then_salvage(
+    env: &Env,
+    label: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    name: &str,
+    (seq, bad, last_in_segment): (u64, FrameAt, bool),
+    positions: &[(u64, u8)],
+    model: &[LogRecord],
+) {
+    for &(at, bit) in positions {
+        let ctx = format!("{label}: flip bit {bit} of byte {at} of frame {}", bad.lsn);
+        let dir = env.dir(&format!("{label}-{at}-{bit}"));
+        env.restore(files, &dir);
+        env.flip_bit(&dir.join(name), bad.offset + at, bit);
+        check_corrupt_frame_then_salvage(env, &dir, seq, bad, last_in_segment, model, &ctx);
+    }
+}
+
 /// A bit flipped in a frame in the middle of the active segment is corruption, not a torn
 /// tail: valid frames follow it.
 fn bit_flip_in_a_middle_frame(env: &Env) {
@@ -700,13 +765,9 @@ fn bit_flip_in_a_middle_frame(env: &Env) {
     let bad = frames[frames.len() / 2];
     assert!(bad.lsn < 30, "a middle frame");
     let name = path.file_name().unwrap().to_str().unwrap();
-    for (at, bit) in flip_positions(bad) {
-        let ctx = format!("flip bit {bit} of byte {at} of frame {}", bad.lsn);
-        let dir = env.dir(&format!("flip-{at}-{bit}"));
-        env.restore(&files, &dir);
-        env.flip_bit(&dir.join(name), bad.offset + at, bit);
-        check_corrupt_frame_then_salvage(env, &dir, seq, bad, false, &model, &ctx);
-    }
+    let positions = flip_positions(bad);
+    let damage = (seq, bad, false);
+    flip_bits_then_salvage(env, "flip", &files, name, damage, &positions, &model);
 }
 
 /// Damage in a sealed segment is corruption wherever it is, even in its last frame (which
@@ -723,13 +784,17 @@ fn bit_flip_in_a_sealed_segment(env: &Env) {
         ("last", *frames.last().unwrap(), true),
         ("middle", frames[5], false),
     ] {
-        for (at, bit) in [(5, 2), (FRAME_HEADER + 100, 0)] {
-            let ctx = format!("{which} frame {} of segment 1, byte {at}", bad.lsn);
-            let dir = env.dir(&format!("sealed-{which}-{at}"));
-            env.restore(&files, &dir);
-            env.flip_bit(&dir.join(name), bad.offset + at, bit);
-            check_corrupt_frame_then_salvage(env, &dir, seq, bad, last, &model, &ctx);
-        }
+        let positions = [(5, 2), (FRAME_HEADER + 100, 0)];
+        let label = format!("sealed-{which}");
+        flip_bits_then_salvage(
+            env,
+            &label,
+            &files,
+            name,
+            (seq, bad, last),
+            &positions,
+            &model,
+        );
     }
 }
 
@@ -1513,4 +1578,704 @@ fn power_loss_keeps_the_acknowledged_prefix() {
             drop(wal);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Segment recycling
+// ---------------------------------------------------------------------------------------
+
+on_both!(
+    truncate_recycle_reopen_yields_exactly_the_records,
+    stale_frames_of_a_recycled_segment_never_come_back,
+    torn_tail_in_a_recycled_active_segment_is_cut_cheaply,
+    bit_flip_in_the_last_frame_of_a_sealed_recycled_segment,
+    a_pool_file_of_another_length_is_not_reused,
+    recycle_segments_zero_deletes_freed_segments,
+    a_segment_a_reader_holds_is_deleted_not_recycled,
+    end_marker_covers_junk_past_segment_bytes,
+);
+
+impl Env {
+    /// The pool files (freed segments kept for reuse) of the log in `dir`, sorted.
+    fn pool_files(&self, dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .storage
+            .list_dir(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".wal.free"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Files created (`OpenMode::CreateNew`) so far, on the simulated storage.
+    fn creates(&self) -> Option<u64> {
+        self.sim.as_ref().map(|sim| sim.stats().creates)
+    }
+}
+
+/// The file identity of `path` on the real file system (its inode), to tell a recycled file
+/// from a new one; `None` on the simulated storage.
+fn inode(env: &Env, path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    env.sim
+        .is_none()
+        .then(|| std::fs::metadata(path).unwrap().ino())
+}
+
+/// Appends records of `len` bytes until the log has `segments` segments.
+fn append_until_segments(
+    wal: &Wal,
+    model: &mut Vec<LogRecord>,
+    epoch: u32,
+    len: usize,
+    segments: usize,
+) {
+    for _ in 0..1000 {
+        if wal.segments().len() >= segments {
+            return;
+        }
+        append(wal, model, epoch, len, None);
+    }
+    panic!("no rotation to {segments} segments after 1000 records");
+}
+
+/// A log whose last segment is recycled: 130 records of 1000 bytes fill segments 1 and 2
+/// (64 each) and start segment 3; truncation frees 1 and 2 into the pool; 64 more records
+/// fill segment 3, and `after` records of `len` bytes go to segment 4, made from segment
+/// 2's file, after its stale frames (LSNs 65..=128, another salt). Returns the model.
+fn recycled_log(env: &Env, dir: &Path, after: usize, len: usize) -> Vec<LogRecord> {
+    let mut model = build(env, dir, 130, |_| 1000);
+    let wal = Wal::open(dir, env.opts()).unwrap();
+    assert_eq!(wal.segments().len(), 3);
+    assert_eq!(wal.truncate_before(129).unwrap(), 2);
+    model.retain(|r| r.lsn >= 129);
+    assert_eq!(
+        env.pool_files(dir),
+        [
+            "00000000000000000001.wal.free",
+            "00000000000000000002.wal.free"
+        ]
+    );
+    let pool_inode = inode(env, &dir.join("00000000000000000002.wal.free"));
+    append_until_segments(&wal, &mut model, 1, 1000, 2);
+    // The record that rotated is the first of segment 4; `after - 1` more of `len` follow.
+    assert_eq!(wal.segments()[1].first_lsn, model.last().unwrap().lsn);
+    for _ in 1..after {
+        append(&wal, &mut model, 2, len, None);
+    }
+    wal.close().unwrap();
+    assert_eq!(inode(env, &wal.segment_path(4)), pool_inode);
+    assert_eq!(env.pool_files(dir), ["00000000000000000001.wal.free"]);
+    model
+}
+
+/// Truncation keeps up to two freed segments (oldest first) as pool files, never listed as
+/// segments; the next rotations make their segments from them (no file is created); after
+/// a reopen in every mode the log holds exactly its records.
+fn truncate_recycle_reopen_yields_exactly_the_records(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = build(env, &dir, 30, |_| 10_000);
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    let segments = wal.segments();
+    assert_eq!(segments.len(), 5);
+    let bound = segments[3].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 3);
+    model.retain(|r| r.lsn >= bound);
+    // Segments 1 and 2 are kept (the pool holds two by default), segment 3 is deleted.
+    assert_eq!(
+        env.pool_files(&dir),
+        [
+            "00000000000000000001.wal.free",
+            "00000000000000000002.wal.free"
+        ]
+    );
+    assert_eq!(
+        env.segments(&dir).iter().map(|s| s.0).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    assert!(wal.segments().iter().all(|s| s.seq >= 4));
+    let pool_inodes: Vec<Option<u64>> = env
+        .pool_files(&dir)
+        .iter()
+        .map(|n| inode(env, &dir.join(n)))
+        .collect();
+    let creates = env.creates();
+    append_until_segments(&wal, &mut model, 1, 10_000, 4);
+    assert!(env.pool_files(&dir).is_empty(), "both pool files reused");
+    assert_eq!(env.creates(), creates, "no segment file created");
+    for seq in [6, 7] {
+        let path = wal.segment_path(seq);
+        assert!(pool_inodes.contains(&inode(env, &path)), "segment {seq}");
+        assert_eq!(env.read(&path).len() as u64, SEGMENT_BYTES);
+    }
+    assert_log(&wal, &model);
+    wal.close().unwrap();
+    drop(wal);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = Wal::open(&dir, env.mode(mode)).unwrap();
+        assert_eq!(wal.recovery_report().torn_tail, None);
+        assert_eq!(wal.first_lsn(), bound);
+        assert_log(&wal, &model);
+        for r in &model {
+            assert_eq!(read_from(&wal, r.lsn).first(), Some(r));
+        }
+    }
+    let wal = Wal::open_read_only(&dir, env.opts()).unwrap();
+    assert_log(&wal, &model);
+}
+
+/// A segment file full of records is freed and reused for a few short records: its stale
+/// frames (another salt, lower LSNs) are still there after the new records, and no reader,
+/// recovery mode or crash ever returns one.
+fn stale_frames_of_a_recycled_segment_never_come_back(env: &Env) {
+    let dir = env.dir("log");
+    let model = recycled_log(env, &dir, 3, 50);
+    let path = env.segments(&dir)[1].1.clone();
+    let (header, frames) = env.frames(&path);
+    assert_eq!((header.segment_seq, frames.len()), (4, 3));
+    let end = (frames[2].offset + frames[2].len) as usize;
+    let bytes = env.read(&path);
+    let marker_end = end + FRAME_HEADER as usize;
+    assert!(bytes[end..marker_end].iter().all(|&b| b == 0), "end marker");
+    assert!(
+        bytes[marker_end..].iter().filter(|&&b| b != 0).count() > 60_000,
+        "the old segment's frames are still there"
+    );
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let wal = Wal::open(&dir, env.mode(mode)).unwrap();
+        let report = wal.recovery_report().clone();
+        assert_eq!((report.torn_tail, report.records), (None, 67));
+        assert_log(&wal, &model);
+        for r in &model {
+            assert_eq!(read_from(&wal, r.lsn).first(), Some(r));
+        }
+        drop(wal);
+    }
+    let wal = Wal::open_read_only(&dir, env.mode(RecoveryMode::Salvage)).unwrap();
+    assert!(wal.recovery_report().quarantined.is_empty());
+    assert_log(&wal, &model);
+    drop(wal);
+    // More records over the stale ones, a crash, and the log is still exactly its records.
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    let mut now = model;
+    for i in 0..10 {
+        append(&wal, &mut now, 3, 10 + i * 7, None);
+    }
+    env.crash(wal);
+    let wal = Wal::open(&dir, env.mode(RecoveryMode::Strict)).unwrap();
+    assert_log(&wal, &now);
+}
+
+/// A torn last frame in a recycled active segment: the cut writes one end marker (17 bytes)
+/// and leaves the stale bytes after it untouched; the next open is clean, even `Strict`.
+fn torn_tail_in_a_recycled_active_segment_is_cut_cheaply(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = recycled_log(env, &dir, 5, 200);
+    let path = env.segments(&dir)[1].1.clone();
+    let (_, frames) = env.frames(&path);
+    let last = *frames.last().unwrap();
+    env.flip_bit(&path, last.offset + last.len - 1, 2);
+    let before = env.read(&path);
+    assert!(matches!(
+        Wal::open(&dir, env.mode(RecoveryMode::Strict)),
+        Err(Error::TornTail { segment: 4, offset, .. }) if offset == last.offset
+    ));
+    let (wal, torn) = open_cutting_a_torn_tail(env, &dir);
+    assert_eq!(
+        (torn.segment, torn.offset, torn.len),
+        (4, last.offset, last.len)
+    );
+    model.pop();
+    assert_log(&wal, &model);
+    drop(wal);
+    let after = env.read(&path);
+    let cut = last.offset as usize;
+    assert!(after[cut..cut + FRAME_HEADER as usize]
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(after[..cut], before[..cut]);
+    assert_eq!(
+        after[cut + FRAME_HEADER as usize..],
+        before[cut + FRAME_HEADER as usize..],
+        "the stale bytes after the cut are untouched"
+    );
+    let wal = Wal::open(&dir, env.mode(RecoveryMode::Strict)).unwrap();
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    assert_log(&wal, &model);
+    append(&wal, &mut model, 3, 20, None);
+    drop(wal);
+    let wal = Wal::open(&dir, env.mode(RecoveryMode::Strict)).unwrap();
+    assert_log(&wal, &model);
+}
+
+/// A sealed recycled segment ends in an end marker, so a bit flipped in its last frame is
+/// corruption (never dropped as if it were the end of the log), and `Salvage` quarantines
+/// exactly that frame.
+fn bit_flip_in_the_last_frame_of_a_sealed_recycled_segment(env: &Env) {
+    let base = env.dir("base");
+    let mut model = recycled_log(env, &base, 1, 1000);
+    {
+        // Fill segment 4 (recycled) with shorter records until segment 5 starts: segment 4
+        // is sealed with stale bytes after its end marker.
+        let wal = Wal::open(&base, env.opts()).unwrap();
+        append_until_segments(&wal, &mut model, 4, 700, 3);
+        wal.close().unwrap();
+    }
+    let files = env.snapshot(&base);
+    let (seq, path) = env.segments(&base)[1].clone();
+    assert_eq!(seq, 4);
+    let (_, frames) = env.frames(&path);
+    let bad = *frames.last().unwrap();
+    let end = (bad.offset + bad.len) as usize;
+    let bytes = env.read(&path);
+    assert!(bytes[end..end + FRAME_HEADER as usize]
+        .iter()
+        .all(|&b| b == 0));
+    assert!(bytes[end + FRAME_HEADER as usize..].iter().any(|&b| b != 0));
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let positions = [(9, 1), (FRAME_HEADER + 100, 5), (bad.len - 1, 0)];
+    let damage = (seq, bad, true);
+    flip_bits_then_salvage(env, "recycled", &files, name, damage, &positions, &model);
+}
+
+/// Only files of `segment_bytes` are reused: a pool file of another length (left by a log
+/// opened with other options) is removed when a segment would take it, and a freed segment
+/// of another length is deleted, not kept.
+fn a_pool_file_of_another_length_is_not_reused(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = build(env, &dir, 5, |_| 10_000);
+    let odd = dir.join("00000000000000000077.wal.free");
+    env.create(&odd, &vec![0xab; SEGMENT_BYTES as usize / 2]);
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    let creates = env.creates();
+    append_until_segments(&wal, &mut model, 1, 10_000, 2);
+    assert!(!env.storage.exists(&odd).unwrap(), "removed, not reused");
+    assert_eq!(
+        env.creates().map(|c| c - creates.unwrap()),
+        Some(1).filter(|_| env.sim.is_some())
+    );
+    assert_eq!(env.read(&wal.segment_path(2)).len() as u64, SEGMENT_BYTES);
+    append_until_segments(&wal, &mut model, 1, 10_000, 3);
+    drop(wal);
+    // Segment 1 made longer than segment_bytes: freed, it is deleted.
+    let (_, first) = env.segments(&dir)[0].clone();
+    env.set_len(&first, SEGMENT_BYTES + 4096);
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    assert_eq!(wal.truncate_before(wal.segments()[1].first_lsn).unwrap(), 1);
+    assert!(env.pool_files(&dir).is_empty());
+    assert!(!env.storage.exists(&first).unwrap());
+    model.retain(|r| r.lsn >= wal.first_lsn());
+    assert_log(&wal, &model);
+}
+
+/// `recycle_segments(0)` deletes every freed segment, and opening with a smaller pool
+/// removes the pool files beyond it.
+fn recycle_segments_zero_deletes_freed_segments(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = build(env, &dir, 30, |_| 10_000);
+    let wal = Wal::open(&dir, env.opts().recycle_segments(0)).unwrap();
+    let bound = wal.segments()[2].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 2);
+    assert!(env.pool_files(&dir).is_empty());
+    assert_eq!(env.segments(&dir).len(), 3);
+    model.retain(|r| r.lsn >= bound);
+    assert_log(&wal, &model);
+    drop(wal);
+    // Four kept, then opened with room for one, then none.
+    let wal = Wal::open(&dir, env.opts().recycle_segments(4)).unwrap();
+    append_until_segments(&wal, &mut model, 1, 10_000, 7);
+    let bound = wal.segments()[4].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 4);
+    model.retain(|r| r.lsn >= bound);
+    assert_eq!(env.pool_files(&dir).len(), 4);
+    drop(wal);
+    for (keep, left) in [(1, 1), (0, 0)] {
+        let wal = Wal::open(&dir, env.opts().recycle_segments(keep)).unwrap();
+        assert_eq!(env.pool_files(&dir).len(), left, "recycle_segments({keep})");
+        assert_log(&wal, &model);
+    }
+}
+
+/// A reader made before a truncation holds the segments it reads: freed, they are deleted
+/// (their bytes stay readable through the reader), never reused under it. Once the reader
+/// is gone, freed segments are kept again.
+fn a_segment_a_reader_holds_is_deleted_not_recycled(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = build(env, &dir, 30, |_| 10_000);
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    let reader = wal.read_from(1);
+    let everything = model.clone();
+    let bound = wal.segments()[3].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 3);
+    assert!(env.pool_files(&dir).is_empty(), "held segments are deleted");
+    model.retain(|r| r.lsn >= bound);
+    // New segments, which would reuse the freed files if they had been kept.
+    append_until_segments(&wal, &mut model, 1, 10_000, 4);
+    let read: Vec<LogRecord> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(read, everything, "the reader reads what it was made over");
+    let bound = wal.segments()[2].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 2);
+    assert_eq!(env.pool_files(&dir).len(), 2, "no reader: kept for reuse");
+    model.retain(|r| r.lsn >= bound);
+    assert_log(&wal, &model);
+}
+
+/// A segment file longer than `segment_bytes` with junk right after `segment_bytes`, filled
+/// to a few bytes short of `segment_bytes`: the end marker still covers 17 bytes (over the
+/// junk), so the sealed segment ends in a zeroed header and opens, `Strict` too.
+fn end_marker_covers_junk_past_segment_bytes(env: &Env) {
+    let dir = env.dir("log");
+    let mut model = build(env, &dir, 3, |_| 10_000);
+    let (_, path) = env.segments(&dir)[0].clone();
+    env.write_at(&path, SEGMENT_BYTES, &[0xcd; 4096]);
+    let wal = Wal::open(&dir, env.opts()).unwrap();
+    let (_, frames) = env.frames(&path);
+    let mut end = frames.last().map(|f| f.offset + f.len).unwrap();
+    // Records up to 5 bytes short of segment_bytes.
+    while SEGMENT_BYTES - end > 5 {
+        let room = (SEGMENT_BYTES - end - 5 - FRAME_HEADER) as usize;
+        let len = room.min(RECORD_BYTES_MAX);
+        append(&wal, &mut model, 1, len, None);
+        end += FRAME_HEADER + len as u64;
+    }
+    assert_eq!(SEGMENT_BYTES - end, 5);
+    append(&wal, &mut model, 1, 100, None);
+    assert_eq!(wal.segments().len(), 2, "the last record rotated");
+    drop(wal);
+    let bytes = env.read(&path);
+    assert!(bytes[end as usize..end as usize + 17]
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(bytes[end as usize + 17], 0xcd);
+    let wal = Wal::open(&dir, env.mode(RecoveryMode::Strict)).unwrap();
+    assert_log(&wal, &model);
+}
+
+// ---------------------------------------------------------------------------------------
+// Recycling under crashes and faults (simulated storage only)
+// ---------------------------------------------------------------------------------------
+
+/// What a crash test of one step knows: the records acknowledged, those whose outcome is
+/// unknown (their group's write or sync failed), and how far the log may start.
+struct Expect {
+    acked: Vec<LogRecord>,
+    unknown: Vec<LogRecord>,
+    first_lsn_max: u64,
+}
+
+/// Appends a `Sync` record of `len` bytes; an acknowledged one joins `expect.acked`, one of
+/// unknown outcome `expect.unknown`. Returns false once an append failed.
+fn append_expecting(wal: &Wal, expect: &mut Expect, len: usize) -> bool {
+    let lsn = wal.next_lsn();
+    let record = LogRecord {
+        lsn,
+        correlation_id: None,
+        payload: payload(lsn, 7, len),
+    };
+    match wal.append(Record::new(&record.payload)) {
+        Ok(r) => {
+            assert_eq!(r.lsn, lsn);
+            expect.acked.push(record);
+            true
+        }
+        Err(Error::OutcomeUnknown { .. }) => {
+            expect.unknown.push(record);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Options of the crash tests: no background preparation (its IO would happen at moments
+/// set by thread timing, so a fault's count would not say which call it hits).
+fn crash_opts(sim: &Arc<SimStorage>) -> WalOptions {
+    let storage: Arc<dyn Storage> = sim.clone();
+    WalOptions::default()
+        .storage(storage)
+        .segment_bytes(SEGMENT_BYTES)
+        .record_bytes_max(RECORD_BYTES_MAX)
+        .prepare_next_segment(false)
+        .seed(Some(3))
+}
+
+/// Checks the log recovered from `sim`: it opens, starts at most at `first_lsn_max`, is
+/// dense, holds every acknowledged record and otherwise only records of unknown outcome, as
+/// written, and at most two pool files remain; then appends continue it across a reopen.
+fn check_recovered(sim: &Arc<SimStorage>, dir: &Path, expect: &Expect, ctx: &str) {
+    let wal = Wal::open(dir, crash_opts(sim)).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+    let got = read_all(&wal);
+    let first = wal.first_lsn();
+    assert!(
+        first <= expect.first_lsn_max,
+        "{ctx}: log starts at {first}"
+    );
+    assert_dense(&got, first, wal.next_lsn() - 1);
+    let last_acked = expect.acked.last().unwrap().lsn;
+    assert!(
+        wal.next_lsn() > last_acked,
+        "{ctx}: acknowledged records lost"
+    );
+    for r in &got {
+        let want = expect
+            .acked
+            .iter()
+            .chain(&expect.unknown)
+            .find(|w| w.lsn == r.lsn);
+        assert_eq!(Some(r), want, "{ctx}: record {}", r.lsn);
+    }
+    let pool = sim
+        .list_dir(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".wal.free"))
+        .count();
+    assert!(pool <= 2, "{ctx}: {pool} pool files");
+    let mut now = got;
+    append(&wal, &mut now, 9, 3000, None);
+    wal.close().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir, crash_opts(sim).recovery_mode(RecoveryMode::Strict))
+        .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+    assert_log(&wal, &now);
+}
+
+/// Runs `step` on a log opened on a copy of `base`: once without faults to count the calls
+/// it makes, then once per call with that call failing (`EIO`, which changes nothing: the
+/// same as a crash just before it). After each run, crashes a copy four ways (clean power
+/// loss, torn power loss with two seeds, process kill) and checks what recovers.
+fn crash_at_every_call(
+    base: &Arc<SimStorage>,
+    dir: &Path,
+    expect: &Expect,
+    step: impl Fn(&Wal, &mut Expect),
+) {
+    let counts = {
+        let sim = base.fork();
+        let wal = Wal::open(dir, crash_opts(&sim)).unwrap();
+        let before = sim.stats();
+        step(
+            &wal,
+            &mut Expect {
+                ..clone_expect(expect)
+            },
+        );
+        let after = sim.stats();
+        [
+            (FaultKind::Write, after.writes - before.writes),
+            (FaultKind::Resize, after.resizes - before.resizes),
+            (FaultKind::SyncData, after.sync_data - before.sync_data),
+            (FaultKind::SyncAll, after.sync_all - before.sync_all),
+            (FaultKind::SyncDir, after.sync_dir - before.sync_dir),
+            (FaultKind::Create, after.creates - before.creates),
+            (FaultKind::Rename, after.renames - before.renames),
+            (FaultKind::Remove, after.removes - before.removes),
+        ]
+    };
+    let cases = std::iter::once(None).chain(
+        counts
+            .iter()
+            .flat_map(|&(kind, n)| (1..=n).map(move |nth| Some((kind, nth)))),
+    );
+    for fault in cases {
+        let sim = base.fork();
+        let wal = Wal::open(dir, crash_opts(&sim)).unwrap();
+        if let Some((kind, nth)) = fault {
+            sim.fail_nth(kind, nth);
+        }
+        let mut expect = clone_expect(expect);
+        step(&wal, &mut expect);
+        for crash in ["clean", "torn 1", "torn 2", "process"] {
+            let after = sim.fork();
+            match crash {
+                "clean" => after.crash(CrashMode::Clean),
+                "torn 1" => after.crash_with_seed(CrashMode::Torn, 1),
+                "torn 2" => after.crash_with_seed(CrashMode::Torn, 2),
+                _ => {}
+            }
+            after.clear_faults();
+            check_recovered(&after, dir, &expect, &format!("{fault:?}, {crash} crash"));
+        }
+        drop(wal);
+    }
+}
+
+fn clone_expect(e: &Expect) -> Expect {
+    Expect {
+        acked: e.acked.clone(),
+        unknown: e.unknown.clone(),
+        first_lsn_max: e.first_lsn_max,
+    }
+}
+
+/// A log of five segments, closed, on the simulated storage; returns it and its records.
+fn five_segments() -> (Arc<SimStorage>, PathBuf, Vec<LogRecord>) {
+    let sim = SimStorage::new(11);
+    let dir = PathBuf::from("/log");
+    sim.create_dir_all(&dir).unwrap();
+    let wal = Wal::open(&dir, crash_opts(&sim)).unwrap();
+    let mut model = Vec::new();
+    append_until_segments(&wal, &mut model, 0, 10_000, 5);
+    wal.close().unwrap();
+    (sim, dir, model)
+}
+
+/// A crash (or failure) at every step of a truncation that renames two freed segments into
+/// the pool and deletes a third: the log stays contiguous with every record, wherever it
+/// now starts, and a pool file never comes back as a segment.
+#[test]
+fn crash_at_every_step_of_truncation_into_the_pool() {
+    let (sim, dir, model) = five_segments();
+    let bound = {
+        let wal = Wal::open_read_only(&dir, crash_opts(&sim)).unwrap();
+        wal.segments()[3].first_lsn
+    };
+    let expect = Expect {
+        acked: model,
+        unknown: Vec::new(),
+        first_lsn_max: bound,
+    };
+    crash_at_every_call(&sim, &dir, &expect, |wal, _| {
+        let _ = wal.truncate_before(bound);
+    });
+}
+
+/// A crash (or failure) at every step of a rotation that makes the new segment from a pool
+/// file (header and end marker written, synced, renamed, directory synced) and of the
+/// appends after it: the log opens with every acknowledged record and nothing else.
+#[test]
+fn crash_at_every_step_of_reusing_a_pool_file() {
+    let (sim, dir, model) = five_segments();
+    let bound = {
+        let wal = Wal::open(&dir, crash_opts(&sim)).unwrap();
+        let bound = wal.segments()[3].first_lsn;
+        assert_eq!(wal.truncate_before(bound).unwrap(), 3);
+        wal.close().unwrap();
+        bound
+    };
+    let expect = Expect {
+        acked: model.into_iter().filter(|r| r.lsn >= bound).collect(),
+        unknown: Vec::new(),
+        first_lsn_max: bound,
+    };
+    crash_at_every_call(&sim, &dir, &expect, |wal, expect| {
+        let segments = wal.segments().len();
+        while wal.segments().len() == segments && append_expecting(wal, expect, 10_000) {}
+        // A few records in the recycled segment, after its new header.
+        for len in [10, 300, 4000] {
+            if !append_expecting(wal, expect, len) {
+                break;
+            }
+        }
+    });
+}
+
+/// A freed segment joins the pool only once its pool name is durable. Here a truncation's
+/// directory sync fails, so the renames into the pool are in the page cache only: the same
+/// handle does not reuse those files, and after the process dies, open makes the names
+/// durable before it reuses them. Otherwise a power cut after a new header was written into
+/// one (here: its rename to the new segment's name fails) could bring it back under its old
+/// segment name, holding the new header, and the log would not open.
+#[test]
+fn pool_files_are_reused_only_once_their_names_are_durable() {
+    for process_dies in [false, true] {
+        for rename_fails in [false, true] {
+            let ctx = format!(
+                "process dies: {process_dies}, rename of the new segment fails: {rename_fails}"
+            );
+            let (sim, dir, model) = five_segments();
+            let wal = Wal::open(&dir, crash_opts(&sim)).unwrap();
+            let bound = wal.segments()[3].first_lsn;
+            sim.fail_nth(FaultKind::SyncDir, 1);
+            assert!(
+                wal.truncate_before(bound).is_err(),
+                "the failed sync surfaces"
+            );
+            let (sim, wal) = if process_dies {
+                let next = sim.fork();
+                drop(wal);
+                let wal = Wal::open(&dir, crash_opts(&next)).unwrap();
+                (next, wal)
+            } else {
+                (sim, wal)
+            };
+            let pool = sim
+                .list_dir(&dir)
+                .unwrap()
+                .into_iter()
+                .filter(|n| n.ends_with(".wal.free"))
+                .count();
+            assert_eq!(pool, 2, "{ctx}");
+            let creates = sim.stats().creates;
+            if rename_fails {
+                sim.fail_nth(FaultKind::Rename, 1);
+            }
+            let mut expect = Expect {
+                acked: model,
+                unknown: Vec::new(),
+                first_lsn_max: bound,
+            };
+            let segments = wal.segments().len();
+            while wal.segments().len() < segments + 2 && append_expecting(&wal, &mut expect, 10_000)
+            {
+            }
+            let reused = sim.stats().creates == creates;
+            assert_eq!(reused, process_dies, "{ctx}: pool files reused");
+            sim.crash(CrashMode::Clean);
+            drop(wal);
+            check_recovered(&sim, &dir, &expect, &ctx);
+        }
+    }
+}
+
+/// A rotation into a pool file whose first group then fails: the recycled segment is empty
+/// but for its header and end marker, so even `Strict` opens it (the stale bytes after the
+/// marker are the end of the log, not a torn tail).
+#[test]
+fn strict_opens_an_empty_recycled_segment() {
+    let (sim, dir, model) = five_segments();
+    let wal = Wal::open(&dir, crash_opts(&sim)).unwrap();
+    let bound = wal.segments()[3].first_lsn;
+    assert_eq!(wal.truncate_before(bound).unwrap(), 3);
+    let mut expect = Expect {
+        acked: model.into_iter().filter(|r| r.lsn >= bound).collect(),
+        unknown: Vec::new(),
+        first_lsn_max: bound,
+    };
+    // Fill the active segment; the next append rotates into a pool file. Its first write is
+    // the new segment's header, the second the group: that one fails.
+    let segments = wal.segments().len();
+    let room = |wal: &Wal| {
+        let last = wal.segments().last().unwrap().clone();
+        let bytes = env_read(&sim, &last.path);
+        let header = SegmentHeader::decode(&bytes).unwrap();
+        let mut offset = SEGMENT_HEADER_BYTES;
+        while let Ok(f) = decode_frame(&bytes[offset..], header.salt) {
+            offset += f.frame_len;
+        }
+        SEGMENT_BYTES - offset as u64
+    };
+    while room(&wal) > 10_000 + FRAME_HEADER {
+        assert!(append_expecting(&wal, &mut expect, 10_000));
+    }
+    sim.fail_nth(FaultKind::Write, 2);
+    assert!(!append_expecting(&wal, &mut expect, 10_000));
+    assert_eq!(wal.segments().len(), segments + 1, "the rotation happened");
+    let seq = wal.segments().last().unwrap().seq;
+    sim.crash(CrashMode::Clean);
+    drop(wal);
+    let wal = Wal::open(&dir, crash_opts(&sim).recovery_mode(RecoveryMode::Strict)).unwrap();
+    assert_eq!(wal.segments().last().unwrap().seq, seq);
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    drop(wal);
+    check_recovered(&sim, &dir, &expect, "empty recycled segment");
+}
+
+fn env_read(sim: &Arc<SimStorage>, path: &Path) -> Vec<u8> {
+    sim.open_file(path, OpenMode::ReadOnly)
+        .unwrap()
+        .map()
+        .unwrap()
+        .to_vec()
 }

@@ -140,7 +140,8 @@ impl StorageFile for StdFile {
         // lives. The WAL maps only sealed segments, which it never writes again; the directory
         // is locked (exclusively by a writer, shared by readers) so no other groupwal process
         // writes them either; removing a segment unlinks it, which leaves existing mappings
-        // valid. A process that ignores the lock and edits segments by hand is outside this
+        // valid, and a freed segment is kept for reuse (renamed, then written as a new
+        // segment) only when no reader holds it (`Wal::truncate_before`). A process that ignores the lock and edits segments by hand is outside this
         // contract, as with every mmap-based reader.
         let map = unsafe { memmap2::Mmap::map(&self.file)? };
         Ok(MappedBytes::from_mmap(map))

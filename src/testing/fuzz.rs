@@ -159,7 +159,9 @@ impl DirCase {
     /// number selector; per segment: records (b % 12), per record a length byte and a
     /// pattern byte (bit 0: correlation id), then zero padding (b × 16 bytes); then damage
     /// until the input ends: kind, segment, offset (u16), length, and data bytes for the
-    /// kinds that write fuzzer bytes.
+    /// kinds that write fuzzer bytes. Kind 7 with a length of 128 or more writes a frame of
+    /// the segment under another salt (the stale bytes of a recycled file), below 128 it
+    /// pads with zeros.
     fn build(data: &[u8]) -> DirCase {
         let mut c = Cursor { data };
         let n = 1 + (c.u8() % 4) as usize;
@@ -219,9 +221,14 @@ impl DirCase {
             let len = c.u8() as usize;
             let originals_here: Vec<&Original> =
                 case.originals.iter().filter(|o| o.segment == s).collect();
-            let copy = originals_here
-                .get(len % originals_here.len().max(1))
-                .map(|o| case.clean[s][o.offset..o.offset + o.frame_len].to_vec());
+            let original = originals_here.get(len % originals_here.len().max(1));
+            let copy = original.map(|o| case.clean[s][o.offset..o.offset + o.frame_len].to_vec());
+            // The same record under another salt: what a recycled segment file holds after
+            // its end marker (frames of the segment it was before).
+            let foreign = original.map(|o| {
+                let salt = case.headers[s].salt ^ 0x5a5a_0000_0000_0000;
+                encode_frame(o.lsn, salt, o.correlation_id, &o.payload)
+            });
             let Some(file) = case.files[s].as_mut() else {
                 continue;
             };
@@ -245,6 +252,11 @@ impl DirCase {
                 // A stale copy of one of the segment's own frames somewhere else.
                 6 => {
                     if let Some(frame) = copy {
+                        write_at(file, off, &frame);
+                    }
+                }
+                _ if len >= 128 => {
+                    if let Some(frame) = foreign {
                         write_at(file, off, &frame);
                     }
                 }
@@ -703,6 +715,16 @@ fn dir_corpus() -> Vec<Vec<u8>> {
             &[(three, 4), (three, 4)],
             &[(0, 0, 120, 10, garbage)],
         ),
+        // Recycled files: frames of another salt after the end (`three` ends at 357, its
+        // padding of 64 zeros holds an end marker), in the active and in a sealed segment;
+        // and right after the last frame, with no marker between (a torn tail).
+        dir_input([0, 10, 0, 0], &[(three, 4)], &[(7, 0, 380, 130, &[])]),
+        dir_input(
+            [0, 10, 0, 0],
+            &[(three, 4), (three, 4)],
+            &[(7, 0, 380, 131, &[]), (7, 1, 400, 200, &[])],
+        ),
+        dir_input([0, 10, 0, 0], &[(three, 0)], &[(7, 0, 357, 129, &[])]),
     ];
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..24 {

@@ -111,17 +111,23 @@ pub struct RunConfig {
     pub segment_bytes: u64,
     /// `record_bytes_max` of the log.
     pub record_bytes_max: usize,
+    /// `recycle_segments` of the log.
+    pub recycle_segments: usize,
 }
 
 impl RunConfig {
-    /// The configuration of the run with `seed`: the smallest segments, and one of four
-    /// record limits (from many records per segment to one record filling a segment).
+    /// The configuration of the run with `seed`: the smallest segments, one of four record
+    /// limits (from many records per segment to one record filling a segment), and one of
+    /// four pool sizes for segments freed by truncation (none: every freed segment deleted;
+    /// up to more than a run usually frees).
     pub fn for_seed(seed: u64) -> RunConfig {
         const LIMITS: [usize; 4] = [512, 4096, 16384, 65536 - 64 - 33];
-        let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62;
+        const POOLS: [usize; 4] = [0, 1, 2, 8];
+        let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         RunConfig {
             segment_bytes: 64 << 10,
-            record_bytes_max: LIMITS[mixed as usize],
+            record_bytes_max: LIMITS[(mixed >> 62) as usize],
+            recycle_segments: POOLS[(mixed >> 60 & 3) as usize],
         }
     }
 }
@@ -149,6 +155,9 @@ pub struct Summary {
     pub records_at_end: u64,
     /// Highest LSN the log reached.
     pub lsn_max: u64,
+    /// Pool files (freed segments kept for reuse, `<seq>.wal.free`) that went away between
+    /// two steps: reused by a new segment, or removed.
+    pub pool_files_used: u64,
 }
 
 /// The payload of the `sub`-th record of operation `op_index`: zeros, `0xff`s or seeded
@@ -231,6 +240,8 @@ struct Harness {
     faults_before: u64,
     /// Print every step (`GROUPWAL_MODEL_TRACE`).
     trace: bool,
+    /// Pool files in the log's directory after the last step.
+    pool_files: Vec<String>,
 }
 
 fn is_enospc(e: &Error) -> bool {
@@ -255,6 +266,7 @@ impl Harness {
             seen_written: 0,
             faults_before: 0,
             trace: std::env::var_os("GROUPWAL_MODEL_TRACE").is_some(),
+            pool_files: Vec::new(),
         };
         h.reopen(0, "initial open")?;
         Ok(h)
@@ -275,7 +287,21 @@ impl Harness {
             // Small pieces, so that `Sync` batches are pipelined (pieces written, one sync
             // at the end) and crashes and faults land between their pieces.
             .pipeline_bytes(Some(4096))
+            .recycle_segments(self.cfg.recycle_segments)
             .seed(Some(self.seed))
+    }
+
+    /// The pool files in the log's directory, sorted.
+    fn list_pool_files(&self) -> Check<Vec<String>> {
+        let mut names: Vec<String> = self
+            .sim
+            .list_dir(std::path::Path::new(LOG_DIR))
+            .map_err(|e| format!("listing the log directory failed: {e}"))?
+            .into_iter()
+            .filter(|n| n.ends_with(".wal.free"))
+            .collect();
+        names.sort_unstable();
+        Ok(names)
     }
 
     fn wal(&self) -> &Wal {
@@ -592,6 +618,13 @@ impl Harness {
             }
         }
         self.summary.faults += self.sim.stats().faults_injected - self.faults_before;
+        let pool_files = self.list_pool_files()?;
+        self.summary.pool_files_used += self
+            .pool_files
+            .iter()
+            .filter(|n| pool_files.binary_search(n).is_err())
+            .count() as u64;
+        self.pool_files = pool_files;
         if let Some(wal) = self.wal.take() {
             let checked = self.observe(&wal);
             self.wal = Some(wal);
@@ -832,6 +865,14 @@ impl Harness {
         self.model.poisoned = false;
         self.seen_durable = next - 1;
         self.seen_written = next - 1;
+        let pool_files = self.list_pool_files()?;
+        // Open removes pool files beyond the limit, best effort: an injected fault may keep one.
+        ensure!(
+            pool_files.len() <= self.cfg.recycle_segments || self.faulty(),
+            "{what}: {} pool files after open, recycle_segments is {}: {pool_files:?}",
+            pool_files.len(),
+            self.cfg.recycle_segments
+        );
         self.summary.records_at_end = next - first;
         self.summary.lsn_max = self.summary.lsn_max.max(next - 1);
         self.wal = Some(wal);

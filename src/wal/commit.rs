@@ -32,7 +32,7 @@ use crate::format::{CorrelationId, PartialFrame, SegmentHeader, SEGMENT_HEADER_B
 use crate::io::{futex_wait, futex_wake_all, futex_wake_one, Storage};
 use crate::stats::{Counter, Histogram};
 use crate::wal::record::{Durability, GroupEvent, Receipt, RecordLocation};
-use crate::wal::segment::{create_segment, prepare_spare, CreateError, Segment, Spare};
+use crate::wal::segment::{create_segment, prepare_spare, CreateError, Pool, Segment, Spare};
 use crate::wal::WalOptions;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use std::io;
@@ -417,6 +417,8 @@ pub(crate) struct Commit {
     /// Writers inside an append (for `commit_siblings`).
     active_writers: AtomicUsize,
     pub segments: RwLock<Vec<Arc<Segment>>>,
+    /// Freed segment files kept for reuse by new segments.
+    pub pool: Pool,
     pub stats: CommitStats,
     /// Keep correlation ids per group (someone listens).
     track_ids: bool,
@@ -458,6 +460,7 @@ impl Commit {
         tail: u64,
         next_lsn: u64,
         next_segment_seq: u64,
+        pool: Pool,
         events: Option<crossbeam_channel::Sender<GroupEvent>>,
     ) -> Commit {
         let active = segments
@@ -515,6 +518,7 @@ impl Commit {
             written_lsn: AtomicU64::new(last),
             active_writers: AtomicUsize::new(0),
             segments: RwLock::new(segments),
+            pool,
             stats: CommitStats::default(),
         }
     }
@@ -840,6 +844,11 @@ impl Commit {
         let group = open.group;
         let mut buf = open.buf;
         let bytes = buf.len();
+        if bytes > 0 {
+            // The end marker (docs/FORMAT.md, "End of log"): zeros after the last frame, in
+            // the same write. `tail` moved by the frames only: the next group overwrites it.
+            buf.resize(bytes + segment.end_marker_len(offset + bytes as u64), 0);
+        }
         #[cfg(feature = "tracing")]
         let span = tracing::debug_span!(
             "group_commit",
@@ -1116,7 +1125,7 @@ impl Commit {
                 self.stats.syncs.add(1);
                 if let Err(e) = old.file.sync_data() {
                     if let Some(spare) = spare {
-                        spare.discard(&*self.storage);
+                        self.pool.discard(spare);
                     }
                     return (Err(e), None);
                 }
@@ -1132,6 +1141,7 @@ impl Commit {
                 self.opts.segment_bytes,
                 self.opts.preallocation,
                 spare,
+                &self.pool,
             );
             (Ok(()), Some(created))
         });
@@ -1280,15 +1290,16 @@ impl Commit {
                 seq,
                 self.opts.segment_bytes,
                 self.opts.preallocation,
+                &self.pool,
             )
         });
         st.preparing_spare = false;
         self.space_cv.notify_all();
         if let Ok(spare) = prepared {
-            if spare.seq == st.next_segment_seq && !st.stop {
+            if spare.suits(st.next_segment_seq) && !st.stop {
                 st.spare_segment = Some(spare);
             } else {
-                spare.discard(&*self.storage);
+                self.pool.discard(spare);
             }
         }
     }
@@ -1329,7 +1340,7 @@ impl Commit {
         self.fail_open_group(&mut st);
         st.stop = true;
         if let Some(spare) = st.spare_segment.take() {
-            spare.discard(&*self.storage);
+            self.pool.discard(spare);
         }
         self.background_cv.notify_all();
         drop(st);

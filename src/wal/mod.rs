@@ -22,7 +22,7 @@ use crate::stats::HistogramSnapshot;
 use commit::{Commit, Joined, LeadMode};
 use parking_lot::Mutex;
 use record::Joining;
-use segment::create_segment;
+use segment::{create_segment, Pool};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -174,6 +174,19 @@ impl Wal {
         let mut segments = recovered.segments;
         let mut tail = recovered.tail_offset;
         let mut next_segment_seq = recovered.next_segment_seq;
+        // A read-only handle neither reuses nor removes pool files.
+        let (keep, pool_files) = if read_only {
+            (0, Vec::new())
+        } else {
+            (options.recycle_segments, recovered.pool_files)
+        };
+        let pool = Pool::new(
+            storage.clone(),
+            dir,
+            keep,
+            options.segment_bytes,
+            pool_files,
+        );
         if read_only {
             if segments.is_empty() {
                 return Err(Error::io(
@@ -184,8 +197,17 @@ impl Wal {
             }
         } else {
             if let (Some(torn), Some(last)) = (&recovered.report.torn_tail, segments.last()) {
-                recovery::cut_tail(last, torn.offset, torn.offset + torn.len)?;
+                recovery::cut_tail(last, torn.offset)?;
             }
+            // The names in the directory must be durable before a record is acknowledged in
+            // a segment or a pool file is reused: the previous process may have died (or been
+            // poisoned) between renaming a new segment into place, or a freed one into the
+            // pool, and syncing the directory, and the page cache still shows a name that a
+            // power cut would take away (a reused file could then come back under its old
+            // segment name, holding a new header).
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("sync directory", dir, e))?;
             if let Some(last) = segments.last().filter(|_| !recovered.needs_new_segment) {
                 // A segment shortened by hand or made with a smaller segment_bytes: give it
                 // its full size again so appends into it need no allocation.
@@ -193,13 +215,6 @@ impl Wal {
                     .allocate(options.segment_bytes, options.preallocation)
                     .and_then(|()| last.file.sync_data())
                     .map_err(|e| Error::io("preallocate active segment", &last.path, e))?;
-                // The segments' names must be durable before a record is acknowledged in
-                // them: the previous process may have died (or been poisoned) between renaming
-                // a new segment into place and syncing the directory, and the page cache
-                // still shows the name that a power cut would take away.
-                storage
-                    .sync_dir(dir)
-                    .map_err(|e| Error::io("sync directory", dir, e))?;
             } else {
                 let header = SegmentHeader {
                     segment_seq: next_segment_seq,
@@ -215,6 +230,7 @@ impl Wal {
                     options.segment_bytes,
                     options.preallocation,
                     None,
+                    &pool,
                 )?;
                 segments.push(Arc::new(segment));
                 tail = crate::format::SEGMENT_HEADER_BYTES as u64;
@@ -245,6 +261,7 @@ impl Wal {
             tail,
             recovered.next_lsn,
             next_segment_seq,
+            pool,
             events,
         ));
         let background = if read_only {
@@ -570,6 +587,11 @@ impl Wal {
 
     /// Removes, durably, every whole segment whose records all have LSNs below `lsn`. The
     /// active segment is never removed. Returns how many segments were removed.
+    ///
+    /// Up to [`WalOptions::recycle_segments`] of the freed files are kept for reuse by new
+    /// segments (renamed to `<seq>.wal.free`), the others deleted. A segment that a reader
+    /// (a [`WalReader`]) still holds is always deleted: its bytes must not change under the
+    /// reader, and an unlinked file keeps them.
     pub fn truncate_before(&self, lsn: u64) -> Result<usize> {
         self.check_writable()?;
         let mut segments = self.commit.segments.write();
@@ -580,11 +602,28 @@ impl Wal {
             .count();
         let storage = &self.commit.storage;
         let dir = &self.commit.dir;
+        let pool = &self.commit.pool;
+        let mut room = pool.room();
+        let mut recycled = Vec::new();
         let mut removed = 0;
         let mut result = Ok(());
-        // Oldest first: a crash part way leaves a contiguous log.
+        // Oldest first, whether renamed or deleted: a crash part way leaves a contiguous log.
         for segment in segments.iter().take(removable) {
-            if let Err(e) = storage.remove_file(&segment.path) {
+            // The list's reference is the only one: no reader holds the segment, and none
+            // can take it while the list is locked.
+            let reuse = room > 0
+                && Arc::strong_count(segment) == 1
+                && segment.file.len().is_ok_and(|len| pool.fits(len));
+            let done = if reuse {
+                let to = pool.path_for(segment.seq());
+                storage.rename(&segment.path, &to).map(|()| {
+                    recycled.push(to);
+                    room -= 1;
+                })
+            } else {
+                storage.remove_file(&segment.path)
+            };
+            if let Err(e) = done {
                 result = Err(Error::io("remove segment", &segment.path, e));
                 break;
             }
@@ -596,6 +635,10 @@ impl Wal {
             storage
                 .sync_dir(dir)
                 .map_err(|e| Error::io("sync directory", dir, e))?;
+            // Only now that their pool names are durable may the files be reused: a header
+            // written into one before could come back, after a power cut, under the old
+            // segment name.
+            pool.add(recycled);
         }
         result.map(|()| removed)
     }

@@ -46,6 +46,7 @@ pub struct WalOptions {
     pub(crate) listener: Option<Arc<dyn GroupListener>>,
     pub(crate) trace_sample_rate: f64,
     pub(crate) prepare_next_segment: bool,
+    pub(crate) recycle_segments: usize,
 }
 
 /// Smallest allowed segment.
@@ -76,6 +77,7 @@ impl Default for WalOptions {
             listener: None,
             trace_sample_rate: 0.01,
             prepare_next_segment: true,
+            recycle_segments: 2,
         }
     }
 }
@@ -100,6 +102,7 @@ impl fmt::Debug for WalOptions {
             .field("listener", &self.listener.is_some())
             .field("trace_sample_rate", &self.trace_sample_rate)
             .field("prepare_next_segment", &self.prepare_next_segment)
+            .field("recycle_segments", &self.recycle_segments)
             .finish()
     }
 }
@@ -244,6 +247,23 @@ impl WalOptions {
         self
     }
 
+    /// How many segment files freed by [`Wal::truncate_before`](crate::Wal::truncate_before)
+    /// are kept for reuse instead of deleted. A new segment (at rotation, or prepared ahead
+    /// of it) is then made from a kept file: its blocks are written already, so it needs no
+    /// preallocation, where a new file is zero-filled to `segment_bytes` first (every byte
+    /// of the log would otherwise be written twice, zeros then records). Only files of
+    /// `segment_bytes` are kept; `0` deletes every freed segment. Kept files are named
+    /// `<seq>.wal.free` (see `docs/FORMAT.md`); on open, any beyond this number are removed.
+    ///
+    /// Default: 2. A log truncated after each checkpoint frees one or two segments at a
+    /// time and needs one per rotation, so two cover the common case; each kept file
+    /// reserves `segment_bytes` of disk that the log held a moment before, so the footprint
+    /// stays within two segments of the log's high-water mark. Range: 0 to 1,024.
+    pub fn recycle_segments(mut self, v: usize) -> Self {
+        self.recycle_segments = v;
+        self
+    }
+
     /// Share of records whose correlation ids are reported per record (in
     /// [`GroupEvent::correlation_ids`](crate::GroupEvent) and `tracing` events); a failed
     /// group reports all of its ids. Sampling hashes the LSN, so it needs no shared state.
@@ -324,6 +344,12 @@ impl WalOptions {
             return bad(
                 "sync_interval",
                 format!("{:?} is outside 1ms..=1h", self.sync_interval),
+            );
+        }
+        if self.recycle_segments > 1024 {
+            return bad(
+                "recycle_segments",
+                format!("{} is above 1024", self.recycle_segments),
             );
         }
         if !(0.0..=1.0).contains(&self.trace_sample_rate) {
