@@ -246,26 +246,28 @@ pub fn run(args: BenchArgs) -> Outcome {
 
     let payload = payload(args.record_bytes);
     let durability = args.durability.durability();
-    let rounds = args.rounds as usize;
-    let slice = args.duration / rounds as u32;
-    let per_slice = slice + warmup(slice);
+    let append_one = |wal: &Wal| {
+        wal.append(Record::new(&payload).durability(durability))
+            .map(drop)
+            .map_err(Failure::from)
+    };
+    let rounds = Rounds::new(&args);
     let mut comparison = Vec::new();
     let mut naive_rate = std::collections::HashMap::new();
     for &w in &writers {
         let what = format!("naive and group commit, {}", plural(w, "writer"));
-        let bar = progress.start(&what, per_slice * (2 * rounds) as u32);
-        let mut naive = Naive::create(&scratch, &args)?;
-        let mut group = Group::open(&scratch, options.clone(), durability)?;
-        for round in 0..rounds {
-            let base = per_slice * (2 * round) as u32;
-            naive.run(w, &payload, slice, Ticker::new(bar.as_ref(), base))?;
-            group.run(
-                w,
-                &payload,
-                slice,
-                Ticker::new(bar.as_ref(), base + per_slice),
-            )?;
-        }
+        let bar = progress.start(&what, rounds.total());
+        let mut naive = Naive::create(
+            &scratch,
+            args.segment_bytes,
+            args.durability == DurabilityArg::Sync,
+        )?;
+        let mut group = Group::open(&scratch, options.clone())?;
+        rounds.run(
+            bar.as_ref(),
+            |slice, ticker| naive.run(w, &payload, slice, ticker),
+            |slice, ticker| group.run(w, slice, ticker, append_one),
+        )?;
         let naive = naive.finish(w, payload.len(), &ceiling);
         let mut group = group.finish(w, (None, None), payload.len(), &ceiling)?;
         group.speedup_over_naive = speedup(group.commits_per_s, naive.commits_per_s);
@@ -294,12 +296,12 @@ pub fn run(args: BenchArgs) -> Outcome {
             plural(sweep_writers, "writer")
         );
         let bar = progress.start(&what, args.duration + warmup(args.duration));
-        let mut group = Group::open(&scratch, opts, durability)?;
+        let mut group = Group::open(&scratch, opts)?;
         group.run(
             sweep_writers,
-            &payload,
             args.duration,
             Ticker::new(bar.as_ref(), Duration::ZERO),
+            append_one,
         )?;
         let mut p = group.finish(
             sweep_writers,
@@ -327,7 +329,7 @@ pub fn run(args: BenchArgs) -> Outcome {
         environment: env,
         config: BenchConfig {
             duration_ms: args.duration.as_secs_f64() * 1e3,
-            rounds,
+            rounds: rounds.count,
             warmup_ms: warmup(args.duration).as_secs_f64() * 1e3,
             record_bytes: args.record_bytes,
             durability: args.durability.name().into(),
@@ -630,6 +632,51 @@ impl<'a> Ticker<'a> {
         if let Some(bar) = self.bar {
             bar.set_position((self.base + elapsed).as_millis() as u64);
         }
+    }
+}
+
+/// The alternating slices in which naive and groupwal are measured at one point: `--rounds`
+/// of each, naive first, each a `--duration / --rounds` slice after its own warm-up.
+#[derive(Clone, Copy)]
+struct Rounds {
+    count: usize,
+    slice: Duration,
+}
+
+impl Rounds {
+    fn new(args: &BenchArgs) -> Rounds {
+        let count = args.rounds as usize;
+        Rounds {
+            count,
+            slice: args.duration / count as u32,
+        }
+    }
+
+    /// One slice with its warm-up.
+    fn per_slice(&self) -> Duration {
+        self.slice + warmup(self.slice)
+    }
+
+    /// The time of the whole step, for its progress bar.
+    fn total(&self) -> Duration {
+        self.per_slice() * (2 * self.count) as u32
+    }
+
+    /// Runs `naive` and `group` (each given its slice's length and ticker) in turn, `count`
+    /// times each.
+    fn run(
+        &self,
+        bar: Option<&ProgressBar>,
+        mut naive: impl FnMut(Duration, Ticker<'_>) -> Result<(), Failure>,
+        mut group: impl FnMut(Duration, Ticker<'_>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let per_slice = self.per_slice();
+        for round in 0..self.count {
+            let base = per_slice * (2 * round) as u32;
+            naive(self.slice, Ticker::new(bar, base))?;
+            group(self.slice, Ticker::new(bar, base + per_slice))?;
+        }
+        Ok(())
     }
 }
 
@@ -949,15 +996,17 @@ struct Naive {
 }
 
 impl Naive {
-    fn create(scratch: &Scratch, args: &BenchArgs) -> Result<Naive, Failure> {
+    /// A naive writer over a fresh zero-filled file of `region` bytes; `sync`: whether each
+    /// write is followed by `fdatasync`.
+    fn create(scratch: &Scratch, region: u64, sync: bool) -> Result<Naive, Failure> {
         let path = scratch.fresh("naive");
-        let file = zero_filled_file(&path, args.segment_bytes)?;
+        let file = zero_filled_file(&path, region)?;
         Ok(Naive {
             path,
             file,
             next: Mutex::new(0),
-            region: args.segment_bytes,
-            sync: args.durability == DurabilityArg::Sync,
+            region,
+            sync,
             tally: Tally::default(),
         })
     }
@@ -1011,14 +1060,20 @@ impl Naive {
         Ok(())
     }
 
-    fn finish(self, writers: usize, record_bytes: usize, ceiling: &Ceiling) -> Point {
+    /// Removes the file; returns what the slices counted.
+    fn close(self) -> Tally {
         drop(self.file);
         let _ = std::fs::remove_file(&self.path);
+        self.tally
+    }
+
+    fn finish(self, writers: usize, record_bytes: usize, ceiling: &Ceiling) -> Point {
+        let tally = self.close();
         let mut p = point(
             "naive",
             (None, None),
             writers,
-            &self.tally,
+            &tally,
             record_bytes,
             ceiling,
         );
@@ -1027,58 +1082,44 @@ impl Naive {
     }
 }
 
-/// Group commit: a [`Wal`] in a fresh directory with W threads calling [`Wal::append`]. The
-/// log stays open across the slices of a point.
+/// Group commit: a [`Wal`] in a fresh directory with W threads calling an operation on it
+/// ([`Wal::append`] of one record, for the comparison and the sweeps). The log stays open
+/// across the slices of a point.
 struct Group {
     dir: PathBuf,
     wal: Wal,
-    durability: Durability,
     tally: Tally,
 }
 
 impl Group {
-    fn open(
-        scratch: &Scratch,
-        options: WalOptions,
-        durability: Durability,
-    ) -> Result<Group, Failure> {
+    fn open(scratch: &Scratch, options: WalOptions) -> Result<Group, Failure> {
         let dir = scratch.fresh("wal");
         let wal = Wal::open(&dir, options)?;
         Ok(Group {
             dir,
             wal,
-            durability,
             tally: Tally::default(),
         })
     }
 
-    /// Measures one slice with `writers` threads; syncs, groups and records are the log's own
-    /// counters over the window.
+    /// Measures one slice of `op` with `writers` threads; syncs, groups and records are the
+    /// log's own counters over the window.
     fn run(
         &mut self,
         writers: usize,
-        payload: &[u8],
         duration: Duration,
         ticker: Ticker<'_>,
+        op: impl Fn(&Wal) -> Result<(), Failure> + Sync,
     ) -> Result<(), Failure> {
-        let Group {
-            wal,
-            durability,
-            tally,
-            ..
-        } = self;
-        let durability = *durability;
+        let Group { wal, tally, .. } = self;
+        let wal = &*wal;
         let stats_at = Mutex::new((None, None));
         let slice = timed_run(
             writers,
             duration,
             ticker,
             &tally.histogram,
-            || {
-                wal.append(Record::new(payload).durability(durability))
-                    .map(drop)
-                    .map_err(Failure::from)
-            },
+            || op(wal),
             |opening| {
                 let s = wal.stats();
                 let mut at = stats_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -1098,6 +1139,14 @@ impl Group {
         Ok(())
     }
 
+    /// Closes the log and removes its directory; returns what the slices counted.
+    fn close(self) -> Result<Tally, Failure> {
+        self.wal.close()?;
+        drop(self.wal);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(self.tally)
+    }
+
     fn finish(
         self,
         writers: usize,
@@ -1105,14 +1154,11 @@ impl Group {
         record_bytes: usize,
         ceiling: &Ceiling,
     ) -> Result<Point, Failure> {
-        self.wal.close()?;
-        drop(self.wal);
-        let _ = std::fs::remove_dir_all(&self.dir);
         Ok(point(
             "group_commit",
             sweep,
             writers,
-            &self.tally,
+            &self.close()?,
             record_bytes,
             ceiling,
         ))
