@@ -686,6 +686,31 @@ fn check_latency(v: &Value, what: &str) {
     assert!(p50 <= p99 && p99 <= p999 && p999 <= max, "{what}: {v}");
 }
 
+/// The run succeeded and its tables (stdout) have each of `headings`.
+#[track_caller]
+fn assert_tables(o: &Output, headings: &[&str]) {
+    assert_ok(o);
+    let text = stdout(o);
+    for heading in headings {
+        assert!(text.contains(heading), "table has {heading}: {text}");
+    }
+}
+
+/// One measured figure of the JSON report: its `count` of operations over its `seconds` is
+/// its `rate` per second, its `mb_per_s` is that rate times `bytes` per operation, all
+/// positive, and its latency percentiles are in order. Returns the rate and the MB/s.
+#[track_caller]
+fn check_figure(v: &Value, count: &str, rate: &str, bytes: f64, what: &str) -> (f64, f64) {
+    let n = positive(&v[count], what);
+    let seconds = positive(&v["seconds"], what);
+    let per_s = positive(&v[rate], what);
+    assert!((per_s - n / seconds).abs() < 1e-6 * per_s, "{what}");
+    let mb = positive(&v["mb_per_s"], what);
+    assert!((mb - per_s * bytes / 1e6).abs() < 1e-6 * mb, "{what}");
+    check_latency(&v["latency"], what);
+    (per_s, mb)
+}
+
 #[test]
 fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     let tmp = bench_dir();
@@ -715,6 +740,10 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
         "10ms",
         "--segment-bytes",
         "2MiB",
+        "--batch-records",
+        "50",
+        "--batch-record-bytes",
+        "512",
         "--json",
         json_path.to_str().expect("utf-8"),
         "--csv",
@@ -722,22 +751,23 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
         "--plot",
         svg_path.to_str().expect("utf-8"),
     ]);
-    assert_ok(&o);
-    let text = stdout(&o);
-    for heading in [
-        "disk ceiling",
-        "4 KiB overwrite + fdatasync",
-        "group commit",
-        "naive",
-        "knob",
-    ] {
-        assert!(text.contains(heading), "table has {heading}: {text}");
-    }
+    assert_tables(
+        &o,
+        &[
+            "disk ceiling",
+            "4 KiB overwrite + fdatasync",
+            "group commit",
+            "naive",
+            "durable batch",
+            "knob",
+        ],
+    );
     // Not a terminal: plain progress lines, one per step start and end.
     let progress = stderr(&o);
-    // 3 ceiling figures, 2 writer counts (naive and group commit together), 4 sweep points.
+    // 3 ceiling figures, 2 writer counts (naive and group commit together), the durable
+    // batch, 4 sweep points.
     assert!(
-        progress.contains("[ 1/9]") && progress.contains("[ 9/9]"),
+        progress.contains("[ 1/10]") && progress.contains("[10/10]"),
         "{progress}"
     );
     assert_eq!(
@@ -779,15 +809,7 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     ] {
         let f = &v["ceiling"][name];
         assert_eq!(f["write_bytes"], bytes, "{name}");
-        positive(&f["ops"], name);
-        positive(&f["seconds"], name);
-        let ops = positive(&f["ops_per_s"], name);
-        let mb = positive(&f["mb_per_s"], name);
-        assert!(
-            (mb - ops * bytes as f64 / 1e6).abs() < 1e-6 * mb.max(1.0),
-            "{name}"
-        );
-        check_latency(&f["latency"], name);
+        check_figure(f, "ops", "ops_per_s", bytes as f64, name);
     }
 
     let comparison = v["comparison"].as_array().expect("comparison");
@@ -836,13 +858,7 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
             assert_eq!(mode, "group_commit", "{what}");
             assert_eq!(p["writers"], 2, "{what}");
         }
-        let commits = positive(&p["commits"], &what);
-        let seconds = positive(&p["seconds"], &what);
-        let rate = positive(&p["commits_per_s"], &what);
-        assert!((rate - commits / seconds).abs() < 1e-6 * rate, "{what}");
-        let mb = positive(&p["mb_per_s"], &what);
-        assert!((mb - rate * 100.0 / 1e6).abs() < 1e-6 * mb, "{what}");
-        check_latency(&p["latency"], &what);
+        check_figure(p, "commits", "commits_per_s", 100.0, &what);
         positive(&p["fdatasyncs_per_s"], &what);
         let per_group = positive(&p["records_per_group"], &what);
         if mode == "naive" {
@@ -872,8 +888,8 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(
         rows.len(),
-        3 + 4 + 4,
-        "one row per ceiling figure and per point"
+        3 + 4 + 4 + 2,
+        "one row per ceiling figure, per point and per side of the durable batch"
     );
     for row in &rows {
         assert_eq!(row.split(',').count(), header.len(), "row {row}");
@@ -881,6 +897,20 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     assert!(rows[0].starts_with("ceiling,append_4k_fdatasync,"));
     assert!(rows[3].starts_with("comparison,naive,"));
     assert!(rows[10].starts_with("sweep,group_commit,lock_hold_max,10ms,"));
+    // The batch rows count batches: the JSON's figures.
+    let ops = header.iter().position(|&c| c == "ops").expect("ops column");
+    for (row, side) in rows[11..].iter().zip(["naive", "groupwal"]) {
+        assert!(
+            row.starts_with(&format!("batch,{side},,,1,512,sync,")),
+            "{row}"
+        );
+        let batches = row.split(',').nth(ops).expect("ops");
+        assert_eq!(
+            batches,
+            v["batch"][side]["batches"].to_string(),
+            "{side}: {row}"
+        );
+    }
 
     let svg = std::fs::read_to_string(&svg_path).expect("svg written");
     assert!(svg.contains("<svg"), "an SVG document");
@@ -895,31 +925,54 @@ fn a_small_bench_measures_everything_and_writes_json_csv_and_svg() {
     }
 }
 
-#[test]
-fn bench_without_sweeps_in_flush_mode() {
+/// Runs a short bench without sweeps (2 rounds, 1 MiB segments) with `extra` arguments in a
+/// fresh directory; returns its output and its `--json` report.
+fn short_bench(extra: &[&str]) -> (Output, Value) {
     let tmp = bench_dir();
+    let dir = tmp.path().to_str().expect("utf-8");
     let json_path = tmp.path().join("out.json");
-    let o = groupwal(&[
+    let json = json_path.to_str().expect("utf-8");
+    let mut args = vec![
         "bench",
         "--dir",
-        tmp.path().to_str().expect("utf-8"),
-        "--writers",
-        "3",
-        "--duration",
-        "30ms",
+        dir,
         "--rounds",
         "2",
-        "--durability",
-        "flush",
         "--no-sweeps",
         "--segment-bytes",
         "1MiB",
         "--json",
-        json_path.to_str().expect("utf-8"),
-    ]);
+        json,
+    ];
+    args.extend_from_slice(extra);
+    let o = groupwal(&args);
     assert_ok(&o);
-    let v: Value = serde_json::from_slice(&std::fs::read(&json_path).expect("json")).expect("json");
+    let v = serde_json::from_slice(&std::fs::read(&json_path).expect("json")).expect("json");
+    (o, v)
+}
+
+#[test]
+fn bench_without_sweeps_in_flush_mode() {
+    let (o, v) = short_bench(&[
+        "--writers",
+        "3",
+        "--duration",
+        "30ms",
+        "--durability",
+        "flush",
+        "--batch-records",
+        "0",
+    ]);
+    assert!(!stdout(&o).contains("durable batch"), "{}", stdout(&o));
+    let progress = stderr(&o);
+    // 3 ceiling figures and 1 writer count: no sweeps, no batch.
+    assert!(
+        progress.contains("[ 4/4]") && !progress.contains("durable batch"),
+        "{progress}"
+    );
     assert_eq!(v["config"]["durability"], "flush");
+    assert_eq!(v["config"]["batch_records"], 0);
+    assert!(v["batch"].is_null(), "skipped: {}", v["batch"]);
     assert_eq!(v["sweeps"], serde_json::json!([]));
     let naive = &v["comparison"][0];
     assert_eq!(naive["mode"], "naive");
@@ -928,6 +981,64 @@ fn bench_without_sweeps_in_flush_mode() {
         "flush: the naive baseline never syncs"
     );
     positive(&v["comparison"][1]["commits_per_s"], "group commit");
+}
+
+#[test]
+fn bench_measures_a_durable_batch_against_one_naive_write() {
+    let (o, v) = short_bench(&[
+        "--writers",
+        "1",
+        "--duration",
+        "40ms",
+        "--batch-records",
+        "50",
+        "--batch-record-bytes",
+        "512",
+    ]);
+    assert_tables(
+        &o,
+        &[
+            "durable batch",
+            "batches/s",
+            "naive: 1 write",
+            "append_many",
+        ],
+    );
+    let progress = stderr(&o);
+    assert!(
+        progress.contains("[ 5/5] durable batch, 50 x 512B"),
+        "{progress}"
+    );
+
+    assert_eq!(v["config"]["batch_records"], 50);
+    assert_eq!(v["config"]["batch_record_bytes"], 512);
+    let b = &v["batch"];
+    assert_eq!(b["records"], 50, "{b}");
+    assert_eq!(b["record_bytes"], 512, "{b}");
+    assert_eq!(b["batch_bytes"], 50 * 512, "{b}");
+    let mut rates = Vec::new();
+    for side in ["naive", "groupwal"] {
+        let f = &b[side];
+        let what = format!("{side}: {f}");
+        let (rate, mb) = check_figure(f, "batches", "batches_per_s", (50 * 512) as f64, &what);
+        // Each batch is acknowledged after a group and an fdatasync of its own (one thread).
+        let groups = positive(&f["groups_per_batch"], &what);
+        let syncs = positive(&f["fdatasyncs_per_batch"], &what);
+        assert!(groups >= 1.0 && syncs >= 1.0, "{what}");
+        if side == "naive" {
+            assert_eq!((groups, syncs), (1.0, 1.0), "{what}");
+        }
+        rates.push((rate, mb));
+    }
+    let ratio = positive(&b["ratio_to_naive"], "ratio_to_naive");
+    let [(naive_rate, naive_mb), (group_rate, group_mb)] = rates[..] else {
+        unreachable!("two sides")
+    };
+    assert!(
+        (ratio - group_rate / naive_rate).abs() < 1e-9 * ratio,
+        "{b}"
+    );
+    assert!((ratio - group_mb / naive_mb).abs() < 1e-6 * ratio, "{b}");
 }
 
 #[test]
@@ -972,6 +1083,35 @@ fn bench_errors_are_one_line() {
     for (args, code, needle) in cases {
         let o = groupwal(args);
         assert_error(&o, code, needle);
+    }
+    // The durable batch's flags: each bad value is a usage error that names its flag.
+    let batch_cases: [(&[&str], &str); 5] = [
+        (&["--batch-records", "1000001"], "--batch-records"),
+        (&["--batch-record-bytes", "0"], "--batch-record-bytes"),
+        (&["--batch-record-bytes", "lots"], "--batch-record-bytes"),
+        // 1,000 x 2 KiB is above the 1 MiB segment the naive writer's file has.
+        (
+            &["--batch-record-bytes", "2KiB", "--segment-bytes", "1MiB"],
+            "--segment-bytes",
+        ),
+        // As large as the segment, but its one record does not fit in a segment with the
+        // segment's header and its own frame header.
+        (
+            &[
+                "--batch-records",
+                "1",
+                "--batch-record-bytes",
+                "1MiB",
+                "--segment-bytes",
+                "1MiB",
+            ],
+            "--batch-record-bytes",
+        ),
+    ];
+    for (extra, needle) in batch_cases {
+        let mut args = vec!["bench", "--dir", &dir];
+        args.extend_from_slice(extra);
+        assert_error(&groupwal(&args), 64, needle);
     }
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("list")

@@ -1,16 +1,21 @@
-//! `groupwal bench`: the disk's fdatasync ceiling, naive commits against group commit, and
-//! sweeps of the batching knobs, each point measured for a fixed time.
+//! `groupwal bench`: the disk's fdatasync ceiling, naive commits against group commit, a
+//! durable batch against one naive write, and sweeps of the batching knobs, each point
+//! measured for a fixed time.
 //!
 //! The naive baseline is what an application without group commit does: one `pwrite` and one
 //! `fdatasync` per record, under a mutex, into a preallocated (zero-filled) file, so that it
 //! is compared fairly with groupwal's preallocated segments. Group commit is a [`Wal`] in a
-//! fresh directory with W threads calling [`Wal::append`].
+//! fresh directory with W threads calling [`Wal::append`]. The durable batch is one thread
+//! calling [`Wal::append_many`], against the same naive writer writing the batch's bytes at
+//! once.
 
 use super::report::{
-    self, BenchConfig, BenchReport, Ceiling, CeilingFigure, Environment, Latency, Point,
+    self, Batch, BatchFigure, BenchConfig, BenchReport, Ceiling, CeilingFigure, Environment,
+    Latency, Point,
 };
 use super::{exit, plot, sys, Failure, Outcome};
 use clap::{Args, ValueEnum};
+use groupwal::format::frame_len;
 use groupwal::stats::Histogram;
 use groupwal::{Durability, Record, Wal, WalOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,8 +29,8 @@ use std::time::{Duration, Instant};
 
 /// One-line description of the verb (`groupwal --help`).
 pub const ABOUT: &str =
-    "Measure the disk's fdatasync ceiling, naive commits against group commit, and \
-             sweeps of the batching knobs";
+    "Measure the disk's fdatasync ceiling, naive commits against group commit, a durable \
+             batch, and sweeps of the batching knobs";
 
 /// The verb's full description (`groupwal bench --help`).
 pub const LONG_ABOUT: &str = "Measure, on the disk that holds --dir:\n  \
@@ -36,10 +41,16 @@ pub const LONG_ABOUT: &str = "Measure, on the disk that holds --dir:\n  \
 against groupwal's group commit, for each --writers count: commits/s, MB/s, p50/p99/p999 \
 latency, fdatasyncs/s, records per group, CPU per commit, speedup over naive and share of the \
 bandwidth ceiling;\n  \
-3. group commit at --sweep-writers with one batching knob changed at a time (--commit-delay, \
+3. a durable batch of --batch-records records of --batch-record-bytes, Sync, one thread: \
+one write of its bytes + fdatasync into a preallocated file (naive) against Wal::append_many \
+(groupwal, its log truncated every 64 batches to one segment's worth, as a checkpointing \
+application keeps it): batches/s, MB/s, p50/p99 latency, groups and fdatasyncs per batch, and \
+groupwal's ratio to naive;\n  \
+4. group commit at --sweep-writers with one batching knob changed at a time (--commit-delay, \
 --group-bytes-max, --lock-hold-max), so you can pick the best setting for your own disk.\n\n\
 Each point runs for --duration after a warm-up of a tenth of it; naive and group commit at one \
-writer count alternate in --rounds slices, so that noise from other work hits both alike. The default run takes about a \
+writer count, and the two sides of the batch, alternate in --rounds slices, so that noise from \
+other work hits both alike. The default run takes about a \
 minute. Tables go to stdout, progress to stderr. Ctrl-C stops the run and removes its scratch \
 directory. MB is 10^6 bytes; latencies are upper bounds \
 within 12.5% (groupwal's histogram).";
@@ -86,9 +97,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2s", value_parser = super::parse_duration, value_name = "TIME")]
     pub duration: Duration,
 
-    /// Naive and group commit are measured in this many alternating slices of
-    /// --duration / N each (naive, group commit, naive, ...), so that noise from other work on
-    /// the machine or from the disk's own housekeeping hits both alike.
+    /// Naive and group commit (and the two sides of the durable batch) are measured in this
+    /// many alternating slices of --duration / N each (naive, group commit, naive, ...), so
+    /// that noise from other work on the machine or from the disk's own housekeeping hits both
+    /// alike.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100), value_name = "N")]
     pub rounds: u64,
 
@@ -117,6 +129,17 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_sweeps: bool,
 
+    /// Records per durable batch: one thread commits batches of this many records, `Sync`
+    /// whatever --durability says, through `append_many`, against one naive write + fdatasync
+    /// of the same bytes. 0 skips the step.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000), value_name = "N")]
+    pub batch_records: u64,
+
+    /// Payload bytes of each record of the durable batch (B, KiB, MiB suffixes allowed). The
+    /// whole batch must fit in --segment-bytes.
+    #[arg(long, default_value = "1KiB", value_parser = super::parse_bytes_usize, value_name = "BYTES")]
+    pub batch_record_bytes: usize,
+
     /// Segment size of the log; also the size of the preallocated files of the naive baseline
     /// and the overwrite ceilings.
     #[arg(long, default_value = "64MiB", value_parser = super::parse_bytes, value_name = "BYTES")]
@@ -126,7 +149,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Write every measured figure to FILE as CSV (one row per ceiling figure and per point).
+    /// Write every measured figure to FILE as CSV (one row per ceiling figure, per point and
+    /// per side of the durable batch).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
@@ -171,11 +195,16 @@ const SMALL_WRITE_BYTES: usize = 4096;
 const LARGE_WRITE_BYTES: usize = 1 << 20;
 /// Bytes of zeros written at a time when preallocating.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// The smallest `group_bytes_max` a log accepts.
+const GROUP_BYTES_MIN: usize = 4096;
+/// The durable batch's log truncates its old records every this many batches.
+const BATCHES_PER_TRUNCATION: u64 = 64;
 
 /// Runs `groupwal bench`.
 pub fn run(args: BenchArgs) -> Outcome {
     let started = Instant::now();
     let options = check_args(&args)?;
+    let batch_options = batch_options(&args, &options)?;
     sys::catch_interrupts();
     let base = match &args.dir {
         Some(d) => d.clone(),
@@ -213,7 +242,7 @@ pub fn run(args: BenchArgs) -> Outcome {
     } else {
         sweep_plan(&args, &options)
     };
-    let steps = 3 + writers.len() + sweeps.len();
+    let steps = 3 + writers.len() + usize::from(batch_options.is_some()) + sweeps.len();
     let mut progress = Progress::new(steps);
     let env = Environment {
         dir: base.display().to_string(),
@@ -246,26 +275,28 @@ pub fn run(args: BenchArgs) -> Outcome {
 
     let payload = payload(args.record_bytes);
     let durability = args.durability.durability();
-    let rounds = args.rounds as usize;
-    let slice = args.duration / rounds as u32;
-    let per_slice = slice + warmup(slice);
+    let append_one = |wal: &Wal| {
+        wal.append(Record::new(&payload).durability(durability))
+            .map(drop)
+            .map_err(Failure::from)
+    };
+    let rounds = Rounds::new(&args);
     let mut comparison = Vec::new();
     let mut naive_rate = std::collections::HashMap::new();
     for &w in &writers {
         let what = format!("naive and group commit, {}", plural(w, "writer"));
-        let bar = progress.start(&what, per_slice * (2 * rounds) as u32);
-        let mut naive = Naive::create(&scratch, &args)?;
-        let mut group = Group::open(&scratch, options.clone(), durability)?;
-        for round in 0..rounds {
-            let base = per_slice * (2 * round) as u32;
-            naive.run(w, &payload, slice, Ticker::new(bar.as_ref(), base))?;
-            group.run(
-                w,
-                &payload,
-                slice,
-                Ticker::new(bar.as_ref(), base + per_slice),
-            )?;
-        }
+        let bar = progress.start(&what, rounds.total());
+        let mut naive = Naive::create(
+            &scratch,
+            args.segment_bytes,
+            args.durability == DurabilityArg::Sync,
+        )?;
+        let mut group = Group::open(&scratch, options.clone())?;
+        rounds.run(
+            bar.as_ref(),
+            |slice, ticker| naive.run(w, &payload, slice, ticker),
+            |slice, ticker| group.run(w, slice, ticker, append_one),
+        )?;
         let naive = naive.finish(w, payload.len(), &ceiling);
         let mut group = group.finish(w, (None, None), payload.len(), &ceiling)?;
         group.speedup_over_naive = speedup(group.commits_per_s, naive.commits_per_s);
@@ -287,6 +318,21 @@ pub fn run(args: BenchArgs) -> Outcome {
     }
     println!("{}", report::points_table(&comparison, false));
 
+    let batch = match batch_options {
+        Some(opts) => {
+            let b = measure_batch(&args, opts, &scratch, &mut progress, rounds)?;
+            println!(
+                "durable batch: {} records of {} bytes ({:.2} MB) per batch, sync, 1 thread",
+                report::fmt_rate(b.records as f64),
+                b.record_bytes,
+                b.batch_bytes as f64 / 1e6
+            );
+            println!("{}", report::batch_table(&b));
+            Some(b)
+        }
+        None => None,
+    };
+
     let mut swept = Vec::new();
     for (knob, value, opts) in sweeps {
         let what = format!(
@@ -294,12 +340,12 @@ pub fn run(args: BenchArgs) -> Outcome {
             plural(sweep_writers, "writer")
         );
         let bar = progress.start(&what, args.duration + warmup(args.duration));
-        let mut group = Group::open(&scratch, opts, durability)?;
+        let mut group = Group::open(&scratch, opts)?;
         group.run(
             sweep_writers,
-            &payload,
             args.duration,
             Ticker::new(bar.as_ref(), Duration::ZERO),
+            append_one,
         )?;
         let mut p = group.finish(
             sweep_writers,
@@ -327,7 +373,7 @@ pub fn run(args: BenchArgs) -> Outcome {
         environment: env,
         config: BenchConfig {
             duration_ms: args.duration.as_secs_f64() * 1e3,
-            rounds,
+            rounds: rounds.count,
             warmup_ms: warmup(args.duration).as_secs_f64() * 1e3,
             record_bytes: args.record_bytes,
             durability: args.durability.name().into(),
@@ -342,9 +388,12 @@ pub fn run(args: BenchArgs) -> Outcome {
                 .map(|d| d.as_secs_f64() * 1e6)
                 .collect(),
             segment_bytes: args.segment_bytes,
+            batch_records: args.batch_records as usize,
+            batch_record_bytes: args.batch_record_bytes,
         },
         ceiling,
         comparison,
+        batch,
         sweeps: swept,
         total_seconds: started.elapsed().as_secs_f64(),
     };
@@ -387,6 +436,43 @@ fn check_args(args: &BenchArgs) -> Result<WalOptions, Failure> {
         .record_bytes_max(args.record_bytes)
         .commit_siblings(args.commit_siblings);
     Ok(options)
+}
+
+/// The options of the durable batch's log, or `None` when the step is skipped: the run's
+/// options with `record_bytes_max` the batch's record size and `group_bytes_max` its frame
+/// bytes, so that bound does not split a batch. Checks that the batch fits the log's limits
+/// and the naive writer's file (`--segment-bytes`).
+fn batch_options(args: &BenchArgs, options: &WalOptions) -> Result<Option<WalOptions>, Failure> {
+    let (records, record_bytes) = (args.batch_records, args.batch_record_bytes);
+    if records == 0 {
+        return Ok(None);
+    }
+    let usage = |m: String| Err(Failure::new(exit::USAGE, m));
+    if record_bytes == 0 {
+        return usage("--batch-record-bytes must be at least 1".into());
+    }
+    let what = format!("--batch-records {records} of --batch-record-bytes {record_bytes}");
+    let batch_bytes = records.saturating_mul(record_bytes as u64);
+    if batch_bytes > args.segment_bytes {
+        return usage(format!(
+            "{what} make a batch of {batch_bytes} bytes, above --segment-bytes {} (the naive \
+             writer's file holds one batch)",
+            args.segment_bytes
+        ));
+    }
+    let frame_bytes = records as usize * frame_len(record_bytes, false);
+    let opts = options
+        .clone()
+        .record_bytes_max(record_bytes)
+        .group_bytes_max(frame_bytes.max(GROUP_BYTES_MIN));
+    opts.validate().map_err(|e| match e {
+        groupwal::Error::InvalidOptions { name, reason } => Failure::new(
+            exit::USAGE,
+            format!("{what} do not fit the log's limits: {name} {reason}"),
+        ),
+        other => Failure::from(other),
+    })?;
+    Ok(Some(opts))
 }
 
 /// Rejects out-of-range knobs before anything is measured rather than after a minute of
@@ -630,6 +716,51 @@ impl<'a> Ticker<'a> {
         if let Some(bar) = self.bar {
             bar.set_position((self.base + elapsed).as_millis() as u64);
         }
+    }
+}
+
+/// The alternating slices in which naive and groupwal are measured at one point: `--rounds`
+/// of each, naive first, each a `--duration / --rounds` slice after its own warm-up.
+#[derive(Clone, Copy)]
+struct Rounds {
+    count: usize,
+    slice: Duration,
+}
+
+impl Rounds {
+    fn new(args: &BenchArgs) -> Rounds {
+        let count = args.rounds as usize;
+        Rounds {
+            count,
+            slice: args.duration / count as u32,
+        }
+    }
+
+    /// One slice with its warm-up.
+    fn per_slice(&self) -> Duration {
+        self.slice + warmup(self.slice)
+    }
+
+    /// The time of the whole step, for its progress bar.
+    fn total(&self) -> Duration {
+        self.per_slice() * (2 * self.count) as u32
+    }
+
+    /// Runs `naive` and `group` (each given its slice's length and ticker) in turn, `count`
+    /// times each.
+    fn run(
+        &self,
+        bar: Option<&ProgressBar>,
+        mut naive: impl FnMut(Duration, Ticker<'_>) -> Result<(), Failure>,
+        mut group: impl FnMut(Duration, Ticker<'_>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let per_slice = self.per_slice();
+        for round in 0..self.count {
+            let base = per_slice * (2 * round) as u32;
+            naive(self.slice, Ticker::new(bar, base))?;
+            group(self.slice, Ticker::new(bar, base + per_slice))?;
+        }
+        Ok(())
     }
 }
 
@@ -886,6 +1017,96 @@ fn ceiling_figure(t: &Tally, write_bytes: usize) -> CeilingFigure {
     }
 }
 
+/// The durable batch, one thread, in alternating slices: naive (the batch's payloads as one
+/// write + `fdatasync` into a zero-filled file of `--segment-bytes`, wrapping around) against
+/// `append_many` of its records, `Sync`, on a log with `options`. Every
+/// [`BATCHES_PER_TRUNCATION`] batches the log drops the records older than one segment's
+/// worth, as an application that checkpoints does, so it stays bounded and in its steady
+/// state; that call's time is counted in the batch that makes it.
+fn measure_batch(
+    args: &BenchArgs,
+    options: WalOptions,
+    scratch: &Scratch,
+    progress: &mut Progress,
+    rounds: Rounds,
+) -> Result<Batch, Failure> {
+    let records = args.batch_records as usize;
+    let record_bytes = args.batch_record_bytes;
+    let bytes = payload(records * record_bytes);
+    let batch: Vec<Record<'_>> = bytes
+        .chunks(record_bytes)
+        .map(|p| Record::new(p).durability(Durability::Sync))
+        .collect();
+    // Records of one segment's worth: the log keeps at least these.
+    let keep = args.segment_bytes / frame_len(record_bytes, false) as u64;
+    let appended = AtomicU64::new(0);
+    let append_batch = |wal: &Wal| {
+        let mut last = 0;
+        for receipt in wal.append_many(&batch) {
+            last = receipt?.lsn;
+        }
+        if appended.fetch_add(1, Ordering::Relaxed) % BATCHES_PER_TRUNCATION
+            == BATCHES_PER_TRUNCATION - 1
+        {
+            wal.truncate_before(last.saturating_sub(keep))?;
+        }
+        Ok(())
+    };
+
+    let what = format!(
+        "durable batch, {} x {}",
+        report::fmt_rate(records as f64),
+        fmt_bytes(record_bytes as u64)
+    );
+    let bar = progress.start(&what, rounds.total());
+    let mut naive = Naive::create(scratch, args.segment_bytes, true)?;
+    let mut group = Group::open(scratch, options)?;
+    rounds.run(
+        bar.as_ref(),
+        |slice, ticker| naive.run(1, &bytes, slice, ticker),
+        |slice, ticker| group.run(1, slice, ticker, append_batch),
+    )?;
+    let naive = batch_figure(&naive.close(), bytes.len());
+    let groupwal = batch_figure(&group.close()?, bytes.len());
+    let b = Batch {
+        records,
+        record_bytes,
+        batch_bytes: bytes.len() as u64,
+        ratio_to_naive: speedup(groupwal.batches_per_s, naive.batches_per_s),
+        naive,
+        groupwal,
+    };
+    progress.finish(
+        bar,
+        &what,
+        &format!(
+            "naive {:.1} MB/s (p99 {}), groupwal {:.1} MB/s (p99 {}), {} naive",
+            b.naive.mb_per_s,
+            report::fmt_us(b.naive.latency.latency_us_p99),
+            b.groupwal.mb_per_s,
+            report::fmt_us(b.groupwal.latency.latency_us_p99),
+            report::fmt_ratio(b.ratio_to_naive, 2)
+        ),
+    );
+    Ok(b)
+}
+
+/// One side of the durable batch from what its slices counted: each operation is a batch of
+/// `batch_bytes` payload bytes.
+fn batch_figure(t: &Tally, batch_bytes: usize) -> BatchFigure {
+    let batches_per_s = t.ops as f64 / t.seconds;
+    let per_batch = |n: u64| n as f64 / t.ops as f64;
+    BatchFigure {
+        batches: t.ops,
+        seconds: t.seconds,
+        batches_per_s,
+        mb_per_s: batches_per_s * batch_bytes as f64 / 1e6,
+        latency: Latency::from_ns(&t.histogram.snapshot()),
+        groups_per_batch: per_batch(t.groups),
+        fdatasyncs_per_batch: per_batch(t.syncs),
+    }
+}
+
 fn ceiling_summary(f: &CeilingFigure) -> String {
     format!(
         "{} ops/s, {:.1} MB/s, p99 {}",
@@ -949,15 +1170,17 @@ struct Naive {
 }
 
 impl Naive {
-    fn create(scratch: &Scratch, args: &BenchArgs) -> Result<Naive, Failure> {
+    /// A naive writer over a fresh zero-filled file of `region` bytes; `sync`: whether each
+    /// write is followed by `fdatasync`.
+    fn create(scratch: &Scratch, region: u64, sync: bool) -> Result<Naive, Failure> {
         let path = scratch.fresh("naive");
-        let file = zero_filled_file(&path, args.segment_bytes)?;
+        let file = zero_filled_file(&path, region)?;
         Ok(Naive {
             path,
             file,
             next: Mutex::new(0),
-            region: args.segment_bytes,
-            sync: args.durability == DurabilityArg::Sync,
+            region,
+            sync,
             tally: Tally::default(),
         })
     }
@@ -1011,14 +1234,20 @@ impl Naive {
         Ok(())
     }
 
-    fn finish(self, writers: usize, record_bytes: usize, ceiling: &Ceiling) -> Point {
+    /// Removes the file; returns what the slices counted.
+    fn close(self) -> Tally {
         drop(self.file);
         let _ = std::fs::remove_file(&self.path);
+        self.tally
+    }
+
+    fn finish(self, writers: usize, record_bytes: usize, ceiling: &Ceiling) -> Point {
+        let tally = self.close();
         let mut p = point(
             "naive",
             (None, None),
             writers,
-            &self.tally,
+            &tally,
             record_bytes,
             ceiling,
         );
@@ -1027,58 +1256,44 @@ impl Naive {
     }
 }
 
-/// Group commit: a [`Wal`] in a fresh directory with W threads calling [`Wal::append`]. The
-/// log stays open across the slices of a point.
+/// Group commit: a [`Wal`] in a fresh directory with W threads calling an operation on it
+/// ([`Wal::append`] of one record, for the comparison and the sweeps). The log stays open
+/// across the slices of a point.
 struct Group {
     dir: PathBuf,
     wal: Wal,
-    durability: Durability,
     tally: Tally,
 }
 
 impl Group {
-    fn open(
-        scratch: &Scratch,
-        options: WalOptions,
-        durability: Durability,
-    ) -> Result<Group, Failure> {
+    fn open(scratch: &Scratch, options: WalOptions) -> Result<Group, Failure> {
         let dir = scratch.fresh("wal");
         let wal = Wal::open(&dir, options)?;
         Ok(Group {
             dir,
             wal,
-            durability,
             tally: Tally::default(),
         })
     }
 
-    /// Measures one slice with `writers` threads; syncs, groups and records are the log's own
-    /// counters over the window.
+    /// Measures one slice of `op` with `writers` threads; syncs, groups and records are the
+    /// log's own counters over the window.
     fn run(
         &mut self,
         writers: usize,
-        payload: &[u8],
         duration: Duration,
         ticker: Ticker<'_>,
+        op: impl Fn(&Wal) -> Result<(), Failure> + Sync,
     ) -> Result<(), Failure> {
-        let Group {
-            wal,
-            durability,
-            tally,
-            ..
-        } = self;
-        let durability = *durability;
+        let Group { wal, tally, .. } = self;
+        let wal = &*wal;
         let stats_at = Mutex::new((None, None));
         let slice = timed_run(
             writers,
             duration,
             ticker,
             &tally.histogram,
-            || {
-                wal.append(Record::new(payload).durability(durability))
-                    .map(drop)
-                    .map_err(Failure::from)
-            },
+            || op(wal),
             |opening| {
                 let s = wal.stats();
                 let mut at = stats_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -1098,6 +1313,14 @@ impl Group {
         Ok(())
     }
 
+    /// Closes the log and removes its directory; returns what the slices counted.
+    fn close(self) -> Result<Tally, Failure> {
+        self.wal.close()?;
+        drop(self.wal);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(self.tally)
+    }
+
     fn finish(
         self,
         writers: usize,
@@ -1105,14 +1328,11 @@ impl Group {
         record_bytes: usize,
         ceiling: &Ceiling,
     ) -> Result<Point, Failure> {
-        self.wal.close()?;
-        drop(self.wal);
-        let _ = std::fs::remove_dir_all(&self.dir);
         Ok(point(
             "group_commit",
             sweep,
             writers,
-            &self.tally,
+            &self.close()?,
             record_bytes,
             ceiling,
         ))

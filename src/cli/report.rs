@@ -16,6 +16,9 @@ pub struct BenchReport {
     pub ceiling: Ceiling,
     /// Naive one-sync-per-record commits and group commit, for each writer count.
     pub comparison: Vec<Point>,
+    /// A durable batch through `append_many` against one naive write of the same bytes; null
+    /// when skipped (`--batch-records 0`).
+    pub batch: Option<Batch>,
     /// Group commit at `config.sweep_writers` writers with one batching knob changed.
     pub sweeps: Vec<Point>,
     /// Wall-clock seconds of the whole run.
@@ -43,8 +46,9 @@ pub struct Environment {
 pub struct BenchConfig {
     /// Measured time per point, in milliseconds.
     pub duration_ms: f64,
-    /// Slices the naive and group-commit points of the comparison are measured in, alternating
-    /// (naive, group commit, naive, ...), each `duration_ms / rounds` long.
+    /// Slices the naive and group-commit points of the comparison (and the two sides of the
+    /// durable batch) are measured in, alternating (naive, group commit, naive, ...), each
+    /// `duration_ms / rounds` long.
     pub rounds: usize,
     /// Unmeasured warm-up per point, in milliseconds: a tenth of each measured slice.
     pub warmup_ms: f64,
@@ -67,6 +71,10 @@ pub struct BenchConfig {
     /// Segment size of the log (and size of the preallocated files of the naive baseline and
     /// the overwrite ceiling).
     pub segment_bytes: u64,
+    /// Records per durable batch (0: the batch step was skipped).
+    pub batch_records: usize,
+    /// Payload bytes of each record of the durable batch.
+    pub batch_record_bytes: usize,
 }
 
 /// The disk's ceiling: what one thread gets with plain writes and `fdatasync`.
@@ -166,6 +174,48 @@ pub struct Point {
     pub sync_share: f64,
 }
 
+/// The durable batch: one thread commits `records` records of `record_bytes` each, `Sync`, as
+/// one batch at a time. Naive writes the batch's payloads as one write + `fdatasync` into a
+/// preallocated file (wrapping around); groupwal calls `Wal::append_many`, truncating the
+/// records older than one segment's worth every 64 batches. Both are measured in the
+/// comparison's alternating slices.
+#[derive(Serialize, Clone, Debug)]
+pub struct Batch {
+    /// Records per batch.
+    pub records: usize,
+    /// Payload bytes of each record.
+    pub record_bytes: usize,
+    /// Payload bytes of a whole batch (`records * record_bytes`).
+    pub batch_bytes: u64,
+    /// One write of the batch's payloads + `fdatasync`.
+    pub naive: BatchFigure,
+    /// `Wal::append_many` of the batch's records.
+    pub groupwal: BatchFigure,
+    /// groupwal's batches/s over naive's (the same as their MB/s ratio: the same bytes).
+    pub ratio_to_naive: Option<f64>,
+}
+
+/// One side of the durable batch.
+#[derive(Serialize, Clone, Debug)]
+pub struct BatchFigure {
+    /// Batches committed in the measured time.
+    pub batches: u64,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Batches per second.
+    pub batches_per_s: f64,
+    /// Payload megabytes (10^6 bytes) committed per second.
+    pub mb_per_s: f64,
+    /// Latency of one batch (from the call until every record of it is durable).
+    pub latency: Latency,
+    /// Groups per batch (1 for naive; for groupwal, `Wal::stats` deltas over the measured
+    /// windows).
+    pub groups_per_batch: f64,
+    /// `fdatasync` calls per batch (1 for naive; for groupwal, `Wal::stats` deltas over the
+    /// measured windows).
+    pub fdatasyncs_per_batch: f64,
+}
+
 /// An aligned text table: the first column left-aligned, the others right-aligned.
 pub struct Table {
     headers: Vec<String>,
@@ -254,10 +304,10 @@ pub fn fmt_us(us: f64) -> String {
     }
 }
 
-/// A ratio as `3.2x`.
-pub fn fmt_ratio(v: Option<f64>) -> String {
+/// A ratio with `decimals` decimals: `3.2x`, `0.97x`.
+pub fn fmt_ratio(v: Option<f64>, decimals: usize) -> String {
     match v {
-        Some(v) if v.is_finite() => format!("{v:.1}x"),
+        Some(v) if v.is_finite() => format!("{v:.decimals$}x"),
         _ => "-".into(),
     }
 }
@@ -340,7 +390,7 @@ pub fn points_table(points: &[Point], with_knob: bool) -> String {
             fmt_rate(p.fdatasyncs_per_s),
             format!("{:.1}", p.records_per_group),
             format!("{:.1}µs", p.cpu_us_per_commit),
-            fmt_ratio(p.speedup_over_naive),
+            fmt_ratio(p.speedup_over_naive, 1),
             fmt_share(p.ceiling_share),
         ]);
         t.row(row);
@@ -348,7 +398,38 @@ pub fn points_table(points: &[Point], with_knob: bool) -> String {
     t.render()
 }
 
-/// Every measured figure as CSV: one row per ceiling figure and per point.
+/// The durable batch's table: naive and groupwal, one row each.
+pub fn batch_table(b: &Batch) -> String {
+    let mut t = Table::new(&[
+        "durable batch (1 thread)",
+        "batches/s",
+        "MB/s",
+        "p50",
+        "p99",
+        "groups/batch",
+        "fsyncs/batch",
+        "vs naive",
+    ]);
+    for (name, f, ratio) in [
+        ("naive: 1 write + fdatasync", &b.naive, Some(1.0)),
+        ("groupwal: append_many", &b.groupwal, b.ratio_to_naive),
+    ] {
+        t.row(vec![
+            name.into(),
+            fmt_rate(f.batches_per_s),
+            format!("{:.1}", f.mb_per_s),
+            fmt_us(f.latency.latency_us_p50),
+            fmt_us(f.latency.latency_us_p99),
+            format!("{:.1}", f.groups_per_batch),
+            format!("{:.1}", f.fdatasyncs_per_batch),
+            fmt_ratio(ratio, 2),
+        ]);
+    }
+    t.render()
+}
+
+/// Every measured figure as CSV: one row per ceiling figure, per point and per side of the
+/// durable batch (whose `ops` are batches and `records_per_group` records per group).
 pub fn to_csv(r: &BenchReport) -> String {
     let mut out = String::from(
         "section,mode,knob,knob_value,writers,record_bytes,durability,ops,seconds,ops_per_s,\
@@ -412,6 +493,26 @@ pub fn to_csv(r: &BenchReport) -> String {
             );
         }
     }
+    if let Some(b) = &r.batch {
+        for (mode, f, ratio) in [
+            ("naive", &b.naive, Some(1.0)),
+            ("groupwal", &b.groupwal, b.ratio_to_naive),
+        ] {
+            let _ = writeln!(
+                out,
+                "batch,{mode},,,1,{},sync,{},{:.6},{:.3},{:.3},{},{:.3},{:.3},,{},,",
+                b.record_bytes,
+                f.batches,
+                f.seconds,
+                f.batches_per_s,
+                f.mb_per_s,
+                lat(&f.latency),
+                f.fdatasyncs_per_batch * f.batches_per_s,
+                b.records as f64 / f.groups_per_batch,
+                ratio.map_or(String::new(), |v| format!("{v:.3}")),
+            );
+        }
+    }
     out
 }
 
@@ -439,7 +540,8 @@ mod tests {
         assert_eq!(fmt_us(1250.0), "1.25ms");
         assert_eq!(fmt_us(25_000.0), "25.0ms");
         assert_eq!(fmt_share(0.42), "42%");
-        assert_eq!(fmt_ratio(Some(3.21)), "3.2x");
-        assert_eq!(fmt_ratio(None), "-");
+        assert_eq!(fmt_ratio(Some(3.21), 1), "3.2x");
+        assert_eq!(fmt_ratio(Some(0.966), 2), "0.97x");
+        assert_eq!(fmt_ratio(None, 1), "-");
     }
 }
