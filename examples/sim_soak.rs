@@ -25,7 +25,11 @@ struct Args {
     hang_secs: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "usage: sim_soak [--seeds N (1000)] [--start S (0)] [--ops M (200)] \
+[--jobs J (cores)] [--hang-secs H (120)]";
+
+/// The options, or `Ok(None)` when `--help` asked for the usage.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         seeds: 1000,
         start: 0,
@@ -35,6 +39,9 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Ok(None);
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
@@ -43,10 +50,10 @@ fn parse_args() -> Result<Args, String> {
             "--ops" => args.ops = number(&value)? as usize,
             "--jobs" => args.jobs = (number(&value)? as usize).max(1),
             "--hang-secs" => args.hang_secs = number(&value)?,
-            _ => return Err(format!("unknown option {flag}")),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 fn repro(seed: u64, ops: usize) -> String {
@@ -69,7 +76,11 @@ struct Totals {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("sim_soak: {e}");
             return ExitCode::from(2);
