@@ -431,3 +431,47 @@ fn readers_skip_stale_frames_in_a_salvaged_range() {
         &encode_frame(6, salt, None, &[6; 20])[..]
     );
 }
+
+/// **Extending a short active segment brought a cut-off frame back to life.**
+///
+/// Found by the `recover_dir` fuzz target in CI, right after segment recycling
+/// (`fuzz/regressions/recover_dir/salvage-then-default-zero-header`): after a `Salvage`
+/// open, the default open refused the log with "zeroed frame header followed by valid
+/// frames". The active segment was shorter than `segment_bytes` and ended in a torn frame,
+/// then a frame whose zero-filled payload the end of the file cut short. Recovery rightly
+/// called the torn frame the end of the log (the cut-off frame was not valid) and cut it with
+/// an end marker; it used to zero everything after it, but since recycling the cut writes one
+/// marker. Opening then gave the segment its full size with zeros, which completed the
+/// cut-off frame: a valid frame after the end, which the next open reports. Before a short
+/// active segment is extended, what lies after the end of its records now goes first.
+#[test]
+fn extending_a_short_active_segment_resurrects_no_frame() {
+    let sim = SimStorage::new(9);
+    let kept = one_segment_log(&sim, 1, 100);
+    let wal = Wal::open(DIR, options(&sim)).unwrap();
+    wal.append(Record::new(&[3; 100])).unwrap();
+    wal.append(Record::new(&[0; 2000])).unwrap();
+    wal.close().unwrap();
+    drop(wal);
+    let (file, bytes) = segment_bytes(&sim);
+    // Record 2 torn (a bit flipped in its payload), record 3 cut off by the end of the file
+    // in the middle of its zeros.
+    let second = SEGMENT_HEADER_BYTES + 117;
+    let third = second + 117;
+    let mut damaged = bytes[..third + 17 + 1000].to_vec();
+    damaged[second + 17 + 50] ^= 1;
+    file.set_len(0).unwrap();
+    file.write_all_at(&damaged, 0).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+
+    for mode in [RecoveryMode::Salvage, RecoveryMode::TolerateTornTail] {
+        let wal = Wal::open(DIR, options(&sim).recovery_mode(mode))
+            .unwrap_or_else(|e| panic!("{mode:?} open: {e}"));
+        assert_eq!(lsns(&read_all(&wal)), kept, "{mode:?}");
+        drop(wal);
+    }
+    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Strict))
+        .expect("a cut tail leaves nothing that looks like a record");
+    assert_eq!(lsns(&read_all(&wal)), kept);
+}

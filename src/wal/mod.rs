@@ -210,10 +210,21 @@ impl Wal {
                 .map_err(|e| Error::io("sync directory", dir, e))?;
             if let Some(last) = segments.last().filter(|_| !recovered.needs_new_segment) {
                 // A segment shortened by hand or made with a smaller segment_bytes: give it
-                // its full size again so appends into it need no allocation.
-                last.file
-                    .allocate(options.segment_bytes, options.preallocation)
-                    .and_then(|()| last.file.sync_data())
+                // its full size again so appends into it need no allocation. Whatever lies
+                // between the end of its records and the end of the file goes first: zeros
+                // added after a frame that the end of the file cut short can complete it (a
+                // payload that ends in zeros validates), and a valid frame after the end of
+                // the log reads as corruption at the next open
+                // (fuzz/regressions/recover_dir/salvage-then-default-zero-header).
+                let extend = |file: &dyn crate::io::StorageFile| -> io::Result<()> {
+                    let len = file.len()?;
+                    if len < options.segment_bytes && len > tail {
+                        file.set_len(tail)?;
+                    }
+                    file.allocate(options.segment_bytes, options.preallocation)?;
+                    file.sync_data()
+                };
+                extend(&*last.file)
                     .map_err(|e| Error::io("preallocate active segment", &last.path, e))?;
             } else {
                 let header = SegmentHeader {
