@@ -475,3 +475,46 @@ fn extending_a_short_active_segment_resurrects_no_frame() {
         .expect("a cut tail leaves nothing that looks like a record");
     assert_eq!(lsns(&read_all(&wal)), kept);
 }
+
+/// **`Salvage` stepped over the intact record that followed a stale copy.**
+///
+/// Found by the `recover_dir` fuzz target (`fuzz/regressions/recover_dir/
+/// salvage-kept-stale-copy-dropped-next`): record 1 was damaged, an exact copy of its frame
+/// lay where record 2 had been, and record 3 was intact. `Salvage` resumed at the copy (a
+/// valid frame of the LSN it expected) and then met record 3 while expecting LSN 2. A valid
+/// frame with another LSN counted as stale, so it was stepped over, and the intact record 3
+/// was dropped. But a later LSN is where records resume after a gap, unless a frame of an
+/// LSN in between follows it (then it is a stale copy of a later record, the case of
+/// `readers_skip_stale_frames_in_a_salvaged_range`). Recovery and readers now decide
+/// alike, by that rule.
+#[test]
+fn salvage_keeps_the_record_after_a_stale_copy() {
+    let sim = SimStorage::new(10);
+    let written = one_segment_log(&sim, 8, 20);
+    let (file, bytes) = segment_bytes(&sim);
+    let frame = 37;
+    let at = |lsn: u64| SEGMENT_HEADER_BYTES + (lsn as usize - 1) * frame;
+    // Record 1 damaged; an exact copy of its frame where record 2 was.
+    file.write_all_at(&bytes[at(1)..at(1) + frame], at(2) as u64)
+        .unwrap();
+    file.write_all_at(&[bytes[at(1) + 20] ^ 4], at(1) as u64 + 20)
+        .unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    assert!(matches!(
+        Wal::open(DIR, options(&sim)),
+        Err(Error::Corruption { .. })
+    ));
+    let expected: Vec<u64> = written.iter().copied().filter(|&l| l != 2).collect();
+    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let records = read_all(&wal);
+    assert_eq!(lsns(&records), expected);
+    assert_eq!(
+        records[0].payload,
+        vec![1; 20],
+        "the copy is record 1's frame"
+    );
+    drop(wal);
+    let wal = Wal::open(DIR, options(&sim)).expect("the salvaged log opens by default");
+    assert_eq!(lsns(&read_all(&wal)), expected);
+}

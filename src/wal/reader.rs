@@ -8,7 +8,7 @@ use crate::format::{
 };
 use crate::io::read_full_at;
 use crate::wal::record::RecordLocation;
-use crate::wal::recovery::find_valid_frame;
+use crate::wal::recovery::resume_point;
 use crate::wal::segment::Segment;
 use std::sync::Arc;
 
@@ -218,18 +218,19 @@ impl WalReader {
                         .segments
                         .get(self.index + 1)
                         .map_or(true, |next| self.next_lsn < next.header.first_lsn);
-                    if more_here && self.skip_damage(salt)? {
+                    if more_here && self.skip_damage(salt, None)? {
                         continue;
                     }
                     if !self.next_segment() {
                         return Ok(None);
                     }
                 }
-                // A valid frame with another LSN than the next one (a stale frame), or a bad
-                // frame. Recovery accepted this log, so either is part of a range an earlier
-                // salvage skipped: resume at the next valid frame, as recovery did.
-                Ok(_) | Err(_) => {
-                    if self.skip_damage(salt)? {
+                // A valid frame with another LSN than the next one, or a bad frame.
+                // Recovery accepted this log, so either is part of a range an earlier
+                // salvage skipped: resume where recovery did.
+                other => {
+                    let found = other.ok().map(|(lsn, _, _)| lsn);
+                    if self.skip_damage(salt, found)? {
                         continue;
                     }
                     if !self.next_segment() {
@@ -240,12 +241,13 @@ impl WalReader {
         }
     }
 
-    /// Moves to the first valid frame after the current position whose LSN is at least the
-    /// next expected one, in the current segment; false if there is none.
-    fn skip_damage(&mut self, salt: u64) -> Result<bool> {
+    /// Moves to where the records resume after the current position, in the current
+    /// segment ([`resume_point`]; `found`: the LSN of the valid frame here, if it is one);
+    /// false if they do not.
+    fn skip_damage(&mut self, salt: u64, found: Option<u64>) -> Result<bool> {
         let next_lsn = self.next_lsn;
         let rest = self.bytes_at(usize::MAX)?;
-        Ok(match find_valid_frame(rest, 1, salt, next_lsn) {
+        Ok(match resume_point(rest, 0, salt, next_lsn, found) {
             Some((skip, lsn)) => {
                 self.offset += skip as u64;
                 self.next_lsn = lsn;

@@ -150,7 +150,47 @@ pub(crate) fn find_valid_frame(
     salt: u64,
     min_lsn: u64,
 ) -> Option<(usize, u64)> {
-    let max_lsn = min_lsn.saturating_add(LSN_SEARCH_WINDOW);
+    find_valid_frame_below(
+        bytes,
+        from,
+        salt,
+        min_lsn,
+        min_lsn.saturating_add(LSN_SEARCH_WINDOW),
+    )
+}
+
+/// Where the records resume after position `at` of `bytes` could not continue the run
+/// expecting LSN `expected`: `found` is the LSN of the valid frame there, if it is one (else
+/// it is a bad frame or a zero header). A valid frame with an earlier LSN is stale: step
+/// over it. One with a later LSN is where the records resume after a gap, unless a valid
+/// frame of an LSN in between follows it: then it is a stale copy of a later record, out of
+/// place. Recovery and readers decide alike. Each way of guessing wrong lost an intact
+/// record to `Salvage` (`tests/sim_regressions.rs`,
+/// `readers_skip_stale_frames_in_a_salvaged_range` and
+/// `salvage_keeps_the_record_after_a_stale_copy`).
+pub(crate) fn resume_point(
+    bytes: &[u8],
+    at: usize,
+    salt: u64,
+    expected: u64,
+    found: Option<u64>,
+) -> Option<(usize, u64)> {
+    match found {
+        Some(lsn) if lsn > expected && lsn - expected < LSN_SEARCH_WINDOW => {
+            Some(find_valid_frame_below(bytes, at + 1, salt, expected, lsn).unwrap_or((at, lsn)))
+        }
+        _ => find_valid_frame(bytes, at + 1, salt, expected),
+    }
+}
+
+/// [`find_valid_frame`] for LSNs in `[min_lsn, max_lsn)`.
+fn find_valid_frame_below(
+    bytes: &[u8],
+    from: usize,
+    salt: u64,
+    min_lsn: u64,
+    max_lsn: u64,
+) -> Option<(usize, u64)> {
     // Every LSN in the window has a zero top byte (frame header byte 15), unless the window
     // reaches 2^56: only positions 15 bytes before a zero byte can hold a candidate.
     let top_byte_zero = max_lsn <= 1 << 56;
@@ -268,18 +308,21 @@ fn scan_frames(
 ) -> (usize, u64, u64, Stop) {
     let mut records = 0;
     loop {
-        let reason = match decode_frame(&bytes[offset.min(bytes.len())..], salt) {
+        let (reason, found) = match decode_frame(&bytes[offset.min(bytes.len())..], salt) {
             Ok(f) if f.lsn == lsn => {
                 offset += f.frame_len;
                 lsn += 1;
                 records += 1;
                 continue;
             }
-            Ok(f) => format!("frame has LSN {}, expected {lsn}", f.lsn),
-            Err(FrameError::EndOfLog) => String::new(),
-            Err(e) => e.to_string(),
+            Ok(f) => (
+                format!("frame has LSN {}, expected {lsn}", f.lsn),
+                Some(f.lsn),
+            ),
+            Err(FrameError::EndOfLog) => (String::new(), None),
+            Err(e) => (e.to_string(), None),
         };
-        let stop = match find_valid_frame(bytes, offset + 1, salt, lsn) {
+        let stop = match resume_point(bytes, offset, salt, lsn, found) {
             Some((resume_at, next_lsn)) => Stop::Corrupt {
                 reason: if reason.is_empty() {
                     "zeroed frame header followed by valid frames".to_string()
