@@ -445,9 +445,7 @@ impl Wal {
             .into_iter()
             .map(|o| match o {
                 Outcome::Done(result) => result,
-                Outcome::Joined { group, record } => record
-                    .receipt(&groups[group], None)
-                    .expect("a wait without timeout ends with the outcome"),
+                Outcome::Joined { group, record } => record.wait(&groups[group]),
                 Outcome::Waiting => Err(error.as_ref().map_or(Error::Closed, clone_refusal)),
             })
             .collect()

@@ -127,6 +127,12 @@ pub(crate) struct Joining {
 }
 
 impl Joining {
+    /// The record's receipt, waiting for `group` as long as it takes.
+    pub fn wait(&self, group: &Group) -> Result<Receipt> {
+        self.receipt(group, None)
+            .expect("a wait without timeout ends with the outcome")
+    }
+
     /// The record's receipt once `group` is done (at once for `Buffer`); `None` if `timeout`
     /// passed first.
     pub fn receipt(&self, group: &Group, timeout: Option<Duration>) -> Option<Result<Receipt>> {
@@ -178,9 +184,7 @@ impl Ticket {
 
     /// Blocks until the record is as durable as asked, or its group failed.
     pub fn wait(&self) -> Result<Receipt> {
-        self.record
-            .receipt(&self.group, None)
-            .expect("a wait without timeout ends with the outcome")
+        self.record.wait(&self.group)
     }
 
     /// Like [`Ticket::wait`], but gives up after `timeout`: `Ok(None)` means not yet.
