@@ -271,7 +271,7 @@ impl CostModel {
     /// Once fitted, an observation counts as at most this many times its prediction (or the
     /// prior's fixed cost, if more): one stalled flush (a scheduler hiccup, a journal commit)
     /// used to own the model for the next fifty groups, so that groups either stopped
-    /// batching or, with the slow-device limit of `Commit::hold_limit_ns`, ignored the
+    /// batching or, with the slow-device limit of `CostModel::budget_bytes`, ignored the
     /// budget (tests/group_commit.rs, regression_one_stalled_flush_does_not_skew_groups).
     /// A device that really slows down still moves the model, a few groups later.
     const OUTLIER_FACTOR: f64 = 4.0;
@@ -305,16 +305,24 @@ impl CostModel {
         fixed + slope * bytes as f64
     }
 
-    /// The largest group, in bytes, predicted to hold at most `limit_ns`.
-    fn bytes_within(&self, limit_ns: f64) -> usize {
+    /// The largest group, in bytes, predicted to hold the sync stream at most `budget_ns`,
+    /// unless the fixed cost every group pays (mostly the flush) alone reaches the budget. No
+    /// group can meet it then, and holding groups to it made every group one record: group
+    /// commit turned off on a device whose flush is slower than the budget
+    /// (tests/group_commit.rs, regression_slow_fdatasync_does_not_turn_group_commit_off).
+    /// Such a group may add half the budget to the fixed cost.
+    fn budget_bytes(&self, budget_ns: f64) -> usize {
         let (fixed, slope) = self.line();
-        if fixed > limit_ns {
-            0
-        } else if slope <= 0.0 {
+        let limit = if fixed < budget_ns {
+            budget_ns
+        } else {
+            fixed + budget_ns / 2.0
+        };
+        if slope <= 0.0 {
             usize::MAX
         } else {
             // Saturating float-to-integer conversion.
-            ((limit_ns - fixed) / slope) as usize
+            ((limit - fixed) / slope) as usize
         }
     }
 
@@ -560,24 +568,11 @@ impl Commit {
             bytes = bytes.min(first + SMALL_LEADER_BYTES);
         }
         Cap {
-            bytes: bytes.min(st.cost.bytes_within(self.hold_limit_ns(&st.cost))),
+            bytes: bytes.min(
+                st.cost
+                    .budget_bytes(self.opts.lock_hold_max.as_nanos() as f64),
+            ),
             records: self.opts.group_records_max,
-        }
-    }
-
-    /// The predicted hold a group may reach: `lock_hold_max`, unless the fixed cost every
-    /// group pays (mostly the flush) alone reaches it. No group can meet the budget then, and
-    /// holding groups to it made every group one record: group commit turned off on a device
-    /// whose flush is slower than the budget (tests/group_commit.rs,
-    /// regression_slow_fdatasync_does_not_turn_group_commit_off). Such a group may add half
-    /// the budget to the fixed cost.
-    fn hold_limit_ns(&self, cost: &CostModel) -> f64 {
-        let budget = self.opts.lock_hold_max.as_nanos() as f64;
-        let fixed = cost.predict_ns(0);
-        if fixed < budget {
-            budget
-        } else {
-            fixed + budget / 2.0
         }
     }
 
