@@ -978,23 +978,13 @@ impl Commit {
         }
     }
 
-    /// Emits a finished group's event, its correlation ids sampled unless it failed.
+    /// Emits a finished group's event: all the correlation ids of a failed group, a sample
+    /// of a committed one's.
     fn emit_outcome(&self, mut event: GroupEvent) {
-        let ids = std::mem::take(&mut event.correlation_ids);
-        event.correlation_ids = self.sample_ids(ids, event.error.is_some());
-        self.emit(event);
-    }
-
-    /// The ids an event reports: all of a failed group's, a sample of a committed one's.
-    fn sample_ids(
-        &self,
-        mut ids: Vec<(u64, CorrelationId)>,
-        failed: bool,
-    ) -> Vec<(u64, CorrelationId)> {
-        if !failed {
-            ids.retain(|&(lsn, _)| self.sampled(lsn));
+        if event.error.is_none() {
+            event.correlation_ids.retain(|&(lsn, _)| self.sampled(lsn));
         }
-        ids
+        self.emit(event);
     }
 
     /// Whether per-record events are emitted for `lsn`: a deterministic hash of the LSN

@@ -633,7 +633,12 @@ impl Wal {
                 storage.remove_file(&segment.path)
             };
             if let Err(e) = done {
-                result = Err(Error::io("remove segment", &segment.path, e));
+                let op = if reuse {
+                    "recycle segment"
+                } else {
+                    "remove segment"
+                };
+                result = Err(Error::io(op, &segment.path, e));
                 break;
             }
             removed += 1;
