@@ -1027,3 +1027,45 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// A cursor created by a process that died between renaming the file into place and syncing
+/// the consumers folder: the next process opens the existing file and commits to it. Its
+/// name must be made durable before a commit is acknowledged, or power loss takes the
+/// cursor (and every acknowledged commit) back to the start.
+#[test]
+fn a_commit_survives_power_loss_after_a_cursor_creation_cut_short() {
+    let sim = SimStorage::new(3);
+    let wal = Wal::open("log", small().storage(sim.clone())).unwrap();
+    fill(&wal);
+    // Count the directory syncs a first open makes, on a copy of the disk: the last one
+    // is the cursor's, after its rename.
+    let syncs = {
+        let copy = sim.fork();
+        let wal = Wal::open("log", small().storage(copy.clone())).unwrap();
+        let before = copy.stats().sync_dir;
+        drop(wal.consumer("c", quick()).unwrap());
+        copy.stats().sync_dir - before
+    };
+    sim.fail_nth(FaultKind::SyncDir, syncs);
+    assert!(
+        wal.consumer("c", quick()).is_err(),
+        "the failed sync surfaces"
+    );
+    // The process dies; the next one finds the cursor under its name.
+    let next = sim.fork();
+    drop(wal);
+    let opts = small().storage(next.clone());
+    let wal = Wal::open("log", opts.clone()).unwrap();
+    let mut consumer = wal.consumer("c", quick()).unwrap();
+    let mut batch = consumer.poll(100, Duration::from_secs(5)).unwrap();
+    batch.handle(|_| Outcome::Ok);
+    consumer.commit(batch).unwrap();
+    let committed = consumer.cursor();
+    assert!(committed > 1);
+    next.crash(CrashMode::Clean);
+    drop(consumer);
+    drop(wal);
+    let wal = Wal::open("log", opts).unwrap();
+    let consumer = wal.consumer("c", quick()).unwrap();
+    assert_eq!(consumer.cursor(), committed);
+}

@@ -900,6 +900,19 @@ fn zero_filled_file(path: &Path, len: u64) -> Result<File, Failure> {
     Ok(file)
 }
 
+/// One write of `buf` at `offset`, then an `fdatasync`: a step of the disk ceiling.
+fn write_synced(
+    file: &File,
+    buf: &[u8],
+    offset: u64,
+    what: &str,
+    path: &Path,
+) -> Result<(), Failure> {
+    file.write_all_at(buf, offset)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Failure::io(what, path, e))
+}
+
 fn measure_ceiling(
     args: &BenchArgs,
     scratch: &Scratch,
@@ -925,9 +938,7 @@ fn measure_ceiling(
         &small,
         || {
             let offset = end.fetch_add(SMALL_WRITE_BYTES as u64, Ordering::Relaxed);
-            file.write_all_at(&small, offset)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| Failure::io("append + fdatasync", &path, e))
+            write_synced(&file, &small, offset, "append + fdatasync", &path)
         },
     )?;
     drop(file);
@@ -944,9 +955,7 @@ fn measure_ceiling(
         &small,
         || {
             let offset = wrap(&next, SMALL_WRITE_BYTES as u64, region);
-            file.write_all_at(&small, offset)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| Failure::io("overwrite + fdatasync", &path, e))
+            write_synced(&file, &small, offset, "overwrite + fdatasync", &path)
         },
     )?;
 
@@ -959,9 +968,7 @@ fn measure_ceiling(
         &large,
         || {
             let offset = wrap(&next, LARGE_WRITE_BYTES as u64, region);
-            file.write_all_at(&large, offset)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| Failure::io("sequential write + fdatasync", &path, e))
+            write_synced(&file, &large, offset, "sequential write + fdatasync", &path)
         },
     )?;
     drop(file);

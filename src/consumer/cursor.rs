@@ -284,7 +284,12 @@ impl CursorFile {
                 .remove_file(&tmp)
                 .map_err(|e| Error::io("remove temporary cursor", &tmp, e))?;
         }
-        if !storage.exists(path).map_err(|e| io("stat", e))? {
+        if storage.exists(path).map_err(|e| io("stat", e))? {
+            // A process that died between its rename and its directory sync left a name
+            // that a power cut can still take back, with every commit made to the file: it
+            // is made durable before the first commit here is acknowledged.
+            sync_parent(storage, path)?;
+        } else {
             let state = initial();
             Self::create(storage, path, &tmp, &state)?;
         }
@@ -350,10 +355,7 @@ impl CursorFile {
         storage
             .rename(tmp, path)
             .map_err(|e| Error::io("rename cursor into place", path, e))?;
-        let dir = path.parent().unwrap_or(Path::new(""));
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("sync consumers directory", dir, e))
+        sync_parent(storage, path)
     }
 
     /// Makes `state` the cursor's durable state: one write into the other slot and one
@@ -368,6 +370,14 @@ impl CursorFile {
         self.seq = seq;
         Ok(())
     }
+}
+
+/// Syncs the folder holding the cursor at `path`, making its name durable.
+fn sync_parent(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("sync consumers directory", dir, e))
 }
 
 /// Where write number `seq` goes: odd writes in slot 1, even ones in slot 0, so a write

@@ -327,7 +327,9 @@ impl<C: RaftTypeConfig> Shared<C> {
         }
     }
 
-    fn read_range(&self, start: u64, end: u64) -> StorageResult<Vec<C::Entry>, C> {
+    /// The live entries of `range`, in order (stopping at a hole a concurrent purge made).
+    fn read_range(&self, range: &impl RangeBounds<u64>) -> StorageResult<Vec<C::Entry>, C> {
+        let (start, end) = bounds(range);
         if start >= end {
             return Ok(Vec::new());
         }
@@ -412,8 +414,7 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for GroupwalLogReader<C> {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<C::Entry>, C> {
-        let (start, end) = bounds(&range);
-        self.shared.read_range(start, end)
+        self.shared.read_range(&range)
     }
 }
 
@@ -422,8 +423,7 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for GroupwalLogStore<C> {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<C::Entry>, C> {
-        let (start, end) = bounds(&range);
-        self.shared.read_range(start, end)
+        self.shared.read_range(&range)
     }
 }
 

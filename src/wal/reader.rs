@@ -122,8 +122,6 @@ impl WalReader {
                 // the rest of the segment, and a wrapped sum would pass for a window that
                 // holds only a chunk of it (the skip would then miss the records after it).
                 Window::Read { start, bytes } => {
-                    // Saturating: `need` is usize::MAX when stepping over a salvaged range
-                    // ("all that remains").
                     self.offset >= *start
                         && self.offset.saturating_add(need as u64) <= start + bytes.len() as u64
                 }
@@ -191,10 +189,8 @@ impl WalReader {
                 (frame.lsn, frame.frame_len, record)
             });
             match decoded {
+                // `lsn <= last_lsn`: the loop's first check passed for `next_lsn`.
                 Ok((lsn, frame_len, record)) if lsn == self.next_lsn => {
-                    if lsn > last_lsn {
-                        return Ok(None);
-                    }
                     if record.is_some() {
                         self.last_location = Some(RecordLocation {
                             segment: self.segments[self.index].seq(),

@@ -66,6 +66,19 @@ pub struct DamagedRange {
     pub quarantine_file: Option<PathBuf>,
 }
 
+impl DamagedRange {
+    /// Bytes `start..end` of segment `segment`, not (yet) copied anywhere.
+    fn new(segment: u64, start: u64, end: u64, reason: String) -> DamagedRange {
+        DamagedRange {
+            segment,
+            offset: start,
+            len: end - start,
+            reason,
+            quarantine_file: None,
+        }
+    }
+}
+
 /// The log as recovery left it.
 pub(crate) struct Recovered {
     /// Every segment, in order; the last is the active one.
@@ -546,13 +559,7 @@ impl Recovery<'_> {
             if let Some(p) = prev_seq {
                 for missing in p + 1..seq {
                     self.damage(
-                        DamagedRange {
-                            segment: missing,
-                            offset: 0,
-                            len: 0,
-                            reason: format!("segment {missing} is missing"),
-                            quarantine_file: None,
-                        },
+                        DamagedRange::new(missing, 0, 0, format!("segment {missing} is missing")),
                         &[],
                         Skip::Segment { seq: missing },
                     )?;
@@ -599,13 +606,7 @@ impl Recovery<'_> {
                     // ledger, so later opens accept it) and goes on, as for a missing
                     // segment.
                     self.damage(
-                        DamagedRange {
-                            segment: seq,
-                            offset: 0,
-                            len: 0,
-                            reason,
-                            quarantine_file: None,
-                        },
+                        DamagedRange::new(seq, 0, 0, reason),
                         &[],
                         Skip::Jump { seq },
                     )?;
@@ -641,13 +642,12 @@ impl Recovery<'_> {
     /// A segment whose header is unusable: corruption, or (salvage) moved whole into
     /// quarantine.
     fn bad_segment(&mut self, seq: u64, bytes: &[u8], reason: String) -> Result<()> {
-        let range = DamagedRange {
-            segment: seq,
-            offset: 0,
-            len: bytes.len() as u64,
-            reason: format!("bad segment header: {reason}"),
-            quarantine_file: None,
-        };
+        let range = DamagedRange::new(
+            seq,
+            0,
+            bytes.len() as u64,
+            format!("bad segment header: {reason}"),
+        );
         self.damage(range, bytes, Skip::Segment { seq })?;
         if self.mode == RecoveryMode::Salvage && self.writable {
             // The copy is in quarantine; take the file out of the log directory so no later
@@ -689,13 +689,7 @@ impl Recovery<'_> {
                     resume_at,
                     next_lsn,
                 } => {
-                    let range = DamagedRange {
-                        segment: seq,
-                        offset: end as u64,
-                        len: resume_at - end as u64,
-                        reason,
-                        quarantine_file: None,
-                    };
+                    let range = DamagedRange::new(seq, end as u64, resume_at, reason);
                     let skip = Skip::Region {
                         seq,
                         offset: range.offset,
@@ -709,13 +703,7 @@ impl Recovery<'_> {
                     reason,
                     garbage_end,
                 } => {
-                    let range = DamagedRange {
-                        segment: seq,
-                        offset: end as u64,
-                        len: garbage_end - end as u64,
-                        reason,
-                        quarantine_file: None,
-                    };
+                    let range = DamagedRange::new(seq, end as u64, garbage_end, reason);
                     if !is_last {
                         let skip = Skip::Region {
                             seq,
