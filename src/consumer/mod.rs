@@ -287,20 +287,12 @@ fn validate_name(name: &str) -> Result<()> {
     })
 }
 
-/// Creates directory `path` if it is missing and makes its entry in `parent` durable.
-fn ensure_dir(storage: &dyn Storage, path: &Path, parent: &Path) -> Result<()> {
-    if storage
-        .exists(path)
-        .map_err(|e| Error::io("stat", path, e))?
-    {
-        return Ok(());
-    }
+/// Creates directory `path` if it is missing; its name is durable on return
+/// ([`Storage::create_dir_all`]).
+fn ensure_dir(storage: &dyn Storage, path: &Path) -> Result<()> {
     storage
         .create_dir_all(path)
-        .map_err(|e| Error::io("create directory", path, e))?;
-    storage
-        .sync_dir(parent)
-        .map_err(|e| Error::io("sync directory", parent, e))
+        .map_err(|e| Error::io("create directory", path, e))
 }
 
 /// Opens consumer `name`'s dead-letter log (which must exist), mapping a lock conflict to
@@ -380,11 +372,13 @@ impl<'a> Consumer<'a> {
         let dir = wal.dir();
         // The dead-letter log first: its directory lock is the consumer's lock.
         let dead_letter_root = dir.join(DEAD_LETTER_DIR);
-        ensure_dir(&*storage, &dead_letter_root, dir)?;
-        ensure_dir(&*storage, &dead_letter_dir(dir, name), &dead_letter_root)?;
+        // One level at a time: each call makes its directory's name durable, even where an
+        // earlier process created it and died before syncing.
+        ensure_dir(&*storage, &dead_letter_root)?;
+        ensure_dir(&*storage, &dead_letter_dir(dir, name))?;
         let dead_letters = open_dead_letter_log(wal, name, false)?;
         let consumers = dir.join(CONSUMERS_DIR);
-        ensure_dir(&*storage, &consumers, dir)?;
+        ensure_dir(&*storage, &consumers)?;
         let path = consumers.join(format!("{name}.cursor"));
         let (cursor, state) = CursorFile::open_or_create(&*storage, &path, || {
             CursorState::at(match options.start {

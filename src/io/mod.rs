@@ -102,7 +102,11 @@ pub trait DirLock: Send + Sync + fmt::Debug {}
 
 /// A file system: directories and the files in them.
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// Creates `path` and any missing parents; succeeds if it already exists.
+    /// Creates `path` and any missing parents, durably: when it returns, the names of
+    /// `path` and of every directory it created survive power loss (their parents are
+    /// synced; `path`'s parent is synced even if `path` existed, since a process that died
+    /// between creating it and syncing may have left a name a power cut can still take).
+    /// Succeeds if it already exists.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
 
     /// Whether `path` exists (file or directory).

@@ -150,7 +150,32 @@ impl StorageFile for StdFile {
 
 impl Storage for StdStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        // The directories that get created: `path` and its missing ancestors.
+        let mut created = Vec::new();
+        let mut p = path;
+        while !p.try_exists()? {
+            created.push(p);
+            match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => break,
+            }
+        }
+        fs::create_dir_all(path)?;
+        // A directory's name is durable once its parent is synced. Outermost first, so that
+        // each synced parent is itself already reachable; `path`'s parent in any case.
+        let mut parents: Vec<&Path> = created.iter().rev().filter_map(|d| d.parent()).collect();
+        if created.is_empty() {
+            parents.extend(path.parent());
+        }
+        for parent in parents {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            self.sync_dir(parent)?;
+        }
+        Ok(())
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -204,5 +229,27 @@ impl Storage for StdStorage {
             return Err(io::Error::last_os_error());
         }
         Ok(Box::new(StdDirLock { _dir: dir }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `create_dir_all` creates missing ancestors (syncing each one's parent), accepts an
+    /// existing directory (syncing its parent again), and fails under a file.
+    #[test]
+    fn create_dir_all_creates_nested_existing_and_relative_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let nested = tmp.path().join("a/b/c");
+        StdStorage.create_dir_all(&nested).expect("nested");
+        assert!(nested.is_dir());
+        StdStorage.create_dir_all(&nested).expect("existing");
+        let file = tmp.path().join("a/file");
+        fs::write(&file, b"x").expect("write");
+        assert!(
+            StdStorage.create_dir_all(&file.join("d")).is_err(),
+            "under a file"
+        );
     }
 }
