@@ -64,6 +64,23 @@ fn bounded_alone<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send 
     run_bounded(what, body)
 }
 
+/// The tests `$real` and `$sim`: scenario `$scenario` (a `fn(&Disk)`) under `$runner`
+/// ([`bounded`] or [`bounded_alone`]), on the real file system and on a simulated disk
+/// seeded with `$seed`; the runner is told `"$what real"` and `"$what sim"`.
+macro_rules! real_and_sim {
+    ($runner:ident, $what:literal, $scenario:ident, $seed:expr, $real:ident, $sim:ident) => {
+        #[test]
+        fn $real() {
+            $runner(concat!($what, " real"), || $scenario(&Disk::real()));
+        }
+
+        #[test]
+        fn $sim() {
+            $runner(concat!($what, " sim"), || $scenario(&Disk::sim($seed)));
+        }
+    };
+}
+
 fn run_bounded<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     let handle = thread::Builder::new()
@@ -1146,19 +1163,14 @@ fn append_many_one_bad(disk: &Disk) {
     }
 }
 
-#[test]
-fn append_many_one_oversized_record_fails_alone_real_fs() {
-    bounded("append_many one bad real", || {
-        append_many_one_bad(&Disk::real())
-    });
-}
-
-#[test]
-fn append_many_one_oversized_record_fails_alone_sim() {
-    bounded("append_many one bad sim", || {
-        append_many_one_bad(&Disk::sim(31))
-    });
-}
+real_and_sim!(
+    bounded,
+    "append_many one bad",
+    append_many_one_bad,
+    31,
+    append_many_one_oversized_record_fails_alone_real_fs,
+    append_many_one_oversized_record_fails_alone_sim
+);
 
 /// A batch several times `group_bytes_max` commits whole, in several groups whose ids
 /// increase along the batch.
@@ -1670,20 +1682,14 @@ fn buffer_durability(disk: &Disk) {
     }
 }
 
-#[test]
-fn buffer_records_become_durable_within_the_sync_interval_real_fs() {
-    bounded_alone(
-        "buffer durability real",
-        || buffer_durability(&Disk::real()),
-    );
-}
-
-#[test]
-fn buffer_records_become_durable_within_the_sync_interval_sim() {
-    bounded_alone("buffer durability sim", || {
-        buffer_durability(&Disk::sim(71))
-    });
-}
+real_and_sim!(
+    bounded_alone,
+    "buffer durability",
+    buffer_durability,
+    71,
+    buffer_records_become_durable_within_the_sync_interval_real_fs,
+    buffer_records_become_durable_within_the_sync_interval_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // submit and tickets
@@ -1760,15 +1766,14 @@ fn submits_complete(disk: &Disk) {
     check_recovered(&read_all(&wal), &logs, n, true);
 }
 
-#[test]
-fn submitted_tickets_complete_with_the_background_thread_leading_real_fs() {
-    bounded("submit real", || submits_complete(&Disk::real()));
-}
-
-#[test]
-fn submitted_tickets_complete_with_the_background_thread_leading_sim() {
-    bounded("submit sim", || submits_complete(&Disk::sim(81)));
-}
+real_and_sim!(
+    bounded,
+    "submit",
+    submits_complete,
+    81,
+    submitted_tickets_complete_with_the_background_thread_leading_real_fs,
+    submitted_tickets_complete_with_the_background_thread_leading_sim
+);
 
 /// With the leader held inside its `fdatasync` (a gate in the storage), `try_submit` fills
 /// the open group up to `group_records_max` and then returns `WouldBlock`, for every
@@ -1887,15 +1892,14 @@ fn sync_barrier(disk: &Disk) {
     wal.close().unwrap();
 }
 
-#[test]
-fn sync_makes_everything_appended_before_it_durable_real_fs() {
-    bounded("sync barrier real", || sync_barrier(&Disk::real()));
-}
-
-#[test]
-fn sync_makes_everything_appended_before_it_durable_sim() {
-    bounded("sync barrier sim", || sync_barrier(&Disk::sim(101)));
-}
+real_and_sim!(
+    bounded,
+    "sync barrier",
+    sync_barrier,
+    101,
+    sync_makes_everything_appended_before_it_durable_real_fs,
+    sync_makes_everything_appended_before_it_durable_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // close and drop
@@ -1959,19 +1963,14 @@ fn close_while_writing(disk: &Disk) {
     check_recovered(&read_all(&wal), &logs, n, true);
 }
 
-#[test]
-fn close_while_writers_run_writes_or_refuses_every_record_real_fs() {
-    bounded("close while writing real", || {
-        close_while_writing(&Disk::real())
-    });
-}
-
-#[test]
-fn close_while_writers_run_writes_or_refuses_every_record_sim() {
-    bounded("close while writing sim", || {
-        close_while_writing(&Disk::sim(111))
-    });
-}
+real_and_sim!(
+    bounded,
+    "close while writing",
+    close_while_writing,
+    111,
+    close_while_writers_run_writes_or_refuses_every_record_real_fs,
+    close_while_writers_run_writes_or_refuses_every_record_sim
+);
 
 /// Dropping a `Wal` without `close` is a close that ignores errors: queued `Buffer`
 /// records are written and synced (documented on `Wal`), so they survive even a power cut
@@ -1999,15 +1998,14 @@ fn drop_keeps_buffer_records(disk: &Disk) {
     check_recovered(&read_all(&wal), &[log], 50, true);
 }
 
-#[test]
-fn drop_without_close_writes_and_syncs_buffer_records_real_fs() {
-    bounded("drop real", || drop_keeps_buffer_records(&Disk::real()));
-}
-
-#[test]
-fn drop_without_close_writes_and_syncs_buffer_records_sim() {
-    bounded("drop sim", || drop_keeps_buffer_records(&Disk::sim(121)));
-}
+real_and_sim!(
+    bounded,
+    "drop",
+    drop_keeps_buffer_records,
+    121,
+    drop_without_close_writes_and_syncs_buffer_records_real_fs,
+    drop_without_close_writes_and_syncs_buffer_records_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // commit_delay
