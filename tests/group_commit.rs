@@ -64,6 +64,26 @@ fn bounded_alone<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send 
     run_bounded(what, body)
 }
 
+/// Asserts that `$wal` refuses, with an error matching `$refused`, an append of each
+/// durability kind (`Sync` and `Buffer`), `submit`, `try_submit`, `sync` and every record
+/// of an `append_many`.
+macro_rules! assert_every_call_refused {
+    ($wal:expr, $refused:pat) => {{
+        let wal: &Wal = $wal;
+        assert!(matches!(wal.append(Record::new(b"x")), Err($refused)));
+        assert!(matches!(
+            wal.append(Record::new(b"x").durability(Durability::Buffer)),
+            Err($refused)
+        ));
+        assert!(matches!(wal.submit(Record::new(b"x")), Err($refused)));
+        assert!(matches!(wal.try_submit(Record::new(b"x")), Err($refused)));
+        assert!(matches!(wal.sync(), Err($refused)));
+        for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
+            assert!(matches!(r, Err($refused)), "{r:?}");
+        }
+    }};
+}
+
 /// The tests `$real` and `$sim`: scenario `$scenario` (a `fn(&Disk)`) under `$runner`
 /// ([`bounded`] or [`bounded_alone`]), on the real file system and on a simulated disk
 /// seeded with `$seed`; the runner is told `"$what real"` and `"$what sim"`.
@@ -1312,26 +1332,7 @@ fn injected_failure(seed: u64, arm: impl FnOnce(&SimStorage), crash: Option<Cras
     );
 
     // Every later call is refused.
-    assert!(matches!(
-        wal.append(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.append(Record::new(b"x").durability(Durability::Buffer)),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.submit(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.try_submit(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
-    for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
-        assert!(matches!(r, Err(Error::Poisoned { .. })), "{r:?}");
-    }
+    assert_every_call_refused!(&wal, Error::Poisoned { .. });
     assert!(matches!(wal.close(), Err(Error::Poisoned { .. })));
     drop(wal);
 
@@ -1913,20 +1914,7 @@ fn close_then_every_call_is_refused() {
         let wal = disk.open(base_options());
         let r = wal.append(Record::new(b"before")).unwrap();
         wal.close().unwrap();
-        assert!(matches!(wal.append(Record::new(b"x")), Err(Error::Closed)));
-        assert!(matches!(
-            wal.append(Record::new(b"x").durability(Durability::Buffer)),
-            Err(Error::Closed)
-        ));
-        assert!(matches!(wal.submit(Record::new(b"x")), Err(Error::Closed)));
-        assert!(matches!(
-            wal.try_submit(Record::new(b"x")),
-            Err(Error::Closed)
-        ));
-        assert!(matches!(wal.sync(), Err(Error::Closed)));
-        for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
-            assert!(matches!(r, Err(Error::Closed)), "{r:?}");
-        }
+        assert_every_call_refused!(&wal, Error::Closed);
         wal.close().expect("closing twice is harmless");
         assert_eq!(wal.durable_lsn(), r.lsn);
     });
