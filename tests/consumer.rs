@@ -89,6 +89,21 @@ fn on_both(test: impl Fn(&Wal)) {
 /// Handler calls per LSN.
 type Calls = BTreeMap<u64, u32>;
 
+/// Drains `consumer` with `handle`, counting its calls per LSN.
+fn drain_counting(
+    consumer: &mut Consumer<'_>,
+    mut handle: impl FnMut(&LogRecord) -> Outcome,
+) -> Calls {
+    let mut calls = Calls::new();
+    consumer
+        .drain(|r| {
+            *calls.entry(r.lsn).or_default() += 1;
+            handle(r)
+        })
+        .unwrap();
+    calls
+}
+
 fn assert_exactly_once_except_poison(calls: &Calls, poison_calls: u32) {
     for lsn in 1..=RECORDS {
         let expected = if lsn == POISON_LSN { poison_calls } else { 1 };
@@ -106,19 +121,15 @@ fn one_record_that_keeps_failing_is_retried_then_dead_lettered_and_999_run_exact
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
         let t0 = now_ms();
-        let mut calls = Calls::new();
         let mut order = Vec::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                order.push(r.lsn);
-                if r.payload == b"poison" {
-                    Outcome::Retry("cannot parse order".into())
-                } else {
-                    Outcome::Ok
-                }
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| {
+            order.push(r.lsn);
+            if r.payload == b"poison" {
+                Outcome::Retry("cannot parse order".into())
+            } else {
+                Outcome::Ok
+            }
+        });
         let t1 = now_ms();
         assert_exactly_once_except_poison(&calls, 4);
         assert!(
@@ -164,16 +175,10 @@ fn a_record_answered_fail_is_dead_lettered_at_once_without_retries() {
     on_both(|wal| {
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
-        let mut calls = Calls::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                match r.payload == b"poison" {
-                    true => Outcome::Fail("missing field: amount".into()),
-                    false => Outcome::Ok,
-                }
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| match r.payload == b"poison" {
+            true => Outcome::Fail("missing field: amount".into()),
+            false => Outcome::Ok,
+        });
         assert_exactly_once_except_poison(&calls, 1);
         let dead = consumer.dead_letters().unwrap();
         assert_eq!(dead.len(), 1);
@@ -191,16 +196,12 @@ fn a_handler_that_panics_on_one_record_is_caught_and_the_record_dead_lettered() 
     on_both(|wal| {
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
-        let mut calls = Calls::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                if r.payload == b"poison" {
-                    panic!("unexpected byte in order {}", r.lsn);
-                }
-                Outcome::Ok
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| {
+            if r.payload == b"poison" {
+                panic!("unexpected byte in order {}", r.lsn);
+            }
+            Outcome::Ok
+        });
         assert_exactly_once_except_poison(&calls, 4);
         let dead = consumer.dead_letters().unwrap();
         assert_eq!(dead.len(), 1);
