@@ -30,7 +30,7 @@ use groupwal::{
     CorrelationId, Durability, Error, GroupEvent, GroupListener, LogRecord, Receipt, Record,
     Ticket, Wal, WalOptions,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -2370,6 +2370,24 @@ fn sync_records(payloads: &[Vec<u8>]) -> Vec<Record<'_>> {
         .collect()
 }
 
+/// The distinct groups of `receipts`.
+fn group_ids(receipts: &[Receipt]) -> BTreeSet<u64> {
+    receipts.iter().map(|r| r.group_id).collect()
+}
+
+/// Pulls the plug (`Torn`) on `disk`, reopens it with `options` and asserts that what it
+/// reads back is a prefix of `payloads`, byte for byte; returns how many records that is.
+fn read_back_after_torn_crash(disk: &Disk, options: WalOptions, payloads: &[Vec<u8>]) -> usize {
+    disk.sim_storage().crash(CrashMode::Torn);
+    let wal = disk.open(options);
+    let back = read_all(&wal);
+    assert!(back.len() <= payloads.len());
+    for (rec, p) in back.iter().zip(payloads) {
+        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
+    }
+    back.len()
+}
+
 /// Commits one batch of 1,000 `Sync` records on a simulated disk; returns the receipts,
 /// the `fdatasync`s it took and the group events seen.
 fn one_batch(options: WalOptions) -> (Vec<Receipt>, u64, Vec<GroupEvent>) {
@@ -2393,17 +2411,11 @@ fn one_batch(options: WalOptions) -> (Vec<Receipt>, u64, Vec<GroupEvent>) {
     drop(wal);
     let events: Vec<GroupEvent> = recorder.seen().into_iter().map(|s| s.event).collect();
 
-    sim.crash(CrashMode::Torn);
-    let wal = disk.open(options);
-    let back = read_all(&wal);
     assert_eq!(
-        back.len(),
+        read_back_after_torn_crash(&disk, options, &payloads),
         payloads.len(),
         "every acknowledged record survives"
     );
-    for (rec, p) in back.iter().zip(&payloads) {
-        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
-    }
     (receipts, syncs, events)
 }
 
@@ -2454,8 +2466,7 @@ fn pipelined_batch_writes_pieces_and_syncs_once() {
 
         let (unpiped, unpiped_syncs, _) =
             one_batch(base_options().pipeline_bytes(None).group_bytes_max(4096));
-        let unpiped_groups: std::collections::BTreeSet<u64> =
-            unpiped.iter().map(|r| r.group_id).collect();
+        let unpiped_groups = group_ids(&unpiped);
         assert!(unpiped_groups.len() > 1);
         assert_eq!(unpiped_syncs, unpiped_groups.len() as u64);
     });
@@ -2471,9 +2482,8 @@ fn pipelined_batch_across_a_rotation() {
             .record_bytes_max(4096)
             .pipeline_bytes(Some(4096));
         let (receipts, syncs, _) = one_batch(options);
-        let segments: std::collections::BTreeSet<u64> =
-            receipts.iter().map(|r| r.location.segment).collect();
-        let groups: std::collections::BTreeSet<u64> = receipts.iter().map(|r| r.group_id).collect();
+        let segments: BTreeSet<u64> = receipts.iter().map(|r| r.location.segment).collect();
+        let groups = group_ids(&receipts);
         assert!(
             segments.len() >= 2,
             "the batch crossed a segment: {segments:?}"
@@ -2516,13 +2526,7 @@ fn failing_batch(arm: impl FnOnce(&SimStorage)) -> (Vec<Result<Receipt, Error>>,
     );
 
     // Whatever of the batch reached the disk is a prefix of it, byte for byte.
-    sim.crash(CrashMode::Torn);
-    let wal = disk.open(options);
-    let back = read_all(&wal);
-    assert!(back.len() <= payloads.len());
-    for (rec, p) in back.iter().zip(&payloads) {
-        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
-    }
+    read_back_after_torn_crash(&disk, options, &payloads);
     (results, failed)
 }
 
@@ -2532,7 +2536,7 @@ fn failing_batch(arm: impl FnOnce(&SimStorage)) -> (Vec<Result<Receipt, Error>>,
 fn pipelined_batch_whose_sync_fails_fails_every_piece() {
     bounded("pipelined batch sync eio", || {
         let (results, failed) = failing_batch(|sim| sim.fail_nth(FaultKind::SyncData, 1));
-        let mut groups = std::collections::BTreeSet::new();
+        let mut groups = BTreeSet::new();
         for (i, r) in results.iter().enumerate() {
             match r {
                 Err(Error::OutcomeUnknown { group_id, .. }) => {
@@ -2542,8 +2546,7 @@ fn pipelined_batch_whose_sync_fails_fails_every_piece() {
             }
         }
         assert!(groups.len() > 1, "the batch was pipelined: {groups:?}");
-        let failed_ids: std::collections::BTreeSet<u64> =
-            failed.iter().map(|e| e.group_id).collect();
+        let failed_ids: BTreeSet<u64> = failed.iter().map(|e| e.group_id).collect();
         assert_eq!(failed_ids, groups, "every piece reports the failure");
     });
 }
@@ -2565,7 +2568,7 @@ fn pipelined_batch_whose_write_fails_fails_the_pieces_written() {
                 "record {i}: {r:?}"
             );
         }
-        let groups: std::collections::BTreeSet<u64> = results[..unknown]
+        let groups: BTreeSet<u64> = results[..unknown]
             .iter()
             .map(|r| match r {
                 Err(Error::OutcomeUnknown { group_id, .. }) => *group_id,
