@@ -117,9 +117,8 @@ fn put_sync(c: &mut Criterion) {
     g.finish();
 }
 
-/// A store with `n` keys of 100-byte values written in batches.
-fn fill(dir: &std::path::Path, n: u32) -> Db {
-    let db = Db::open(dir, db_options().durability(Durability::Buffer)).unwrap();
+/// Puts keys `0..n` with 100-byte values into `db`, in batches of 10,000.
+fn put_keys(db: &Db, n: u32) {
     let value = vec![3u8; VALUE_BYTES];
     for chunk in 0..n.div_ceil(10_000) {
         let mut batch = WriteBatch::new();
@@ -128,6 +127,12 @@ fn fill(dir: &std::path::Path, n: u32) -> Db {
         }
         db.write(batch).unwrap();
     }
+}
+
+/// A store with `n` keys of 100-byte values written in batches.
+fn fill(dir: &std::path::Path, n: u32) -> Db {
+    let db = Db::open(dir, db_options().durability(Durability::Buffer)).unwrap();
+    put_keys(&db, n);
     db.sync().unwrap();
     db
 }
@@ -180,14 +185,7 @@ fn recovery_options() -> DbOptions {
 fn fill_log(dir: &std::path::Path, mb: u64) -> u32 {
     let n = (mb * (1 << 20) / (16 + VALUE_BYTES as u64 + 9)) as u32;
     let db = Db::open(dir, recovery_options().durability(Durability::Buffer)).unwrap();
-    let value = vec![3u8; VALUE_BYTES];
-    for chunk in 0..n.div_ceil(10_000) {
-        let mut batch = WriteBatch::new();
-        for i in chunk * 10_000..((chunk + 1) * 10_000).min(n) {
-            batch.put(key(i), &value);
-        }
-        db.write(batch).unwrap();
-    }
+    put_keys(&db, n);
     db.close().unwrap();
     n
 }

@@ -143,6 +143,19 @@ fn args() -> Args {
     args
 }
 
+/// The log's WAL options: the real file system, with `--fsync-delay-us` added to every
+/// sync when it is set.
+fn wal_options(args: &Args) -> WalOptions {
+    let mut wal = WalOptions::default();
+    if !args.fsync_delay.is_zero() {
+        wal = wal.storage(Arc::new(SlowSync {
+            inner: StdStorage::shared(),
+            delay: args.fsync_delay,
+        }));
+    }
+    wal
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -153,13 +166,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(clients: usize, args: &Args) {
     let (secs, committed) = (args.secs, args.committed);
     let dir = tempfile::tempdir_in(".").expect("a directory on the real disk");
-    let mut wal = WalOptions::default();
-    if !args.fsync_delay.is_zero() {
-        wal = wal.storage(Arc::new(SlowSync {
-            inner: StdStorage::shared(),
-            delay: args.fsync_delay,
-        }));
-    }
+    let wal = wal_options(args);
     let options = LogStoreOptions::default()
         .committed_durability(committed)
         .wal(wal);
@@ -266,13 +273,7 @@ async fn store_only(n: u64, args: &Args) {
     use std::future::Future;
 
     let dir = tempfile::tempdir_in(".").expect("a directory on the real disk");
-    let mut wal = WalOptions::default();
-    if !args.fsync_delay.is_zero() {
-        wal = wal.storage(Arc::new(SlowSync {
-            inner: StdStorage::shared(),
-            delay: args.fsync_delay,
-        }));
-    }
+    let wal = wal_options(args);
     let mut store = GroupwalLogStore::<KvConfig>::open(
         dir.path().join("log"),
         LogStoreOptions::default().wal(wal),

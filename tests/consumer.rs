@@ -10,8 +10,8 @@ use groupwal::consumer::{Backoff, Start, CONSUMERS_DIR};
 use groupwal::io::sim::{CrashMode, FaultKind, SimStorage};
 use groupwal::io::{OpenMode, Storage};
 use groupwal::{
-    ConsumerOptions, CorrelationId, DeadLetterCause, Durability, Error, LogRecord, Outcome, Record,
-    Wal, WalOptions,
+    Consumer, ConsumerOptions, CorrelationId, DeadLetterCause, Durability, Error, LogRecord,
+    Outcome, Record, Wal, WalOptions,
 };
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -59,6 +59,23 @@ fn fill(wal: &Wal) {
     }
 }
 
+/// A simulated disk seeded with `seed`, the options that open the log on it, and the log,
+/// open and [filled](fill).
+fn filled_sim_log(seed: u64) -> (Arc<SimStorage>, WalOptions, Wal) {
+    let sim = SimStorage::new(seed);
+    let opts = small().storage(sim.clone());
+    let wal = Wal::open("log", opts.clone()).unwrap();
+    fill(&wal);
+    (sim, opts, wal)
+}
+
+/// Polls a batch of up to `max` records, handles every record `Ok` and commits it.
+fn commit_all_ok(consumer: &mut Consumer<'_>, max: usize) {
+    let mut batch = consumer.poll(max, Duration::from_secs(5)).unwrap();
+    batch.handle(|_| Outcome::Ok);
+    consumer.commit(batch).unwrap();
+}
+
 /// Each scenario on the real file system and on the simulated one.
 fn on_both(test: impl Fn(&Wal)) {
     let dir = tempfile::tempdir().unwrap();
@@ -71,6 +88,21 @@ fn on_both(test: impl Fn(&Wal)) {
 
 /// Handler calls per LSN.
 type Calls = BTreeMap<u64, u32>;
+
+/// Drains `consumer` with `handle`, counting its calls per LSN.
+fn drain_counting(
+    consumer: &mut Consumer<'_>,
+    mut handle: impl FnMut(&LogRecord) -> Outcome,
+) -> Calls {
+    let mut calls = Calls::new();
+    consumer
+        .drain(|r| {
+            *calls.entry(r.lsn).or_default() += 1;
+            handle(r)
+        })
+        .unwrap();
+    calls
+}
 
 fn assert_exactly_once_except_poison(calls: &Calls, poison_calls: u32) {
     for lsn in 1..=RECORDS {
@@ -89,19 +121,15 @@ fn one_record_that_keeps_failing_is_retried_then_dead_lettered_and_999_run_exact
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
         let t0 = now_ms();
-        let mut calls = Calls::new();
         let mut order = Vec::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                order.push(r.lsn);
-                if r.payload == b"poison" {
-                    Outcome::Retry("cannot parse order".into())
-                } else {
-                    Outcome::Ok
-                }
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| {
+            order.push(r.lsn);
+            if r.payload == b"poison" {
+                Outcome::Retry("cannot parse order".into())
+            } else {
+                Outcome::Ok
+            }
+        });
         let t1 = now_ms();
         assert_exactly_once_except_poison(&calls, 4);
         assert!(
@@ -147,16 +175,10 @@ fn a_record_answered_fail_is_dead_lettered_at_once_without_retries() {
     on_both(|wal| {
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
-        let mut calls = Calls::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                match r.payload == b"poison" {
-                    true => Outcome::Fail("missing field: amount".into()),
-                    false => Outcome::Ok,
-                }
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| match r.payload == b"poison" {
+            true => Outcome::Fail("missing field: amount".into()),
+            false => Outcome::Ok,
+        });
         assert_exactly_once_except_poison(&calls, 1);
         let dead = consumer.dead_letters().unwrap();
         assert_eq!(dead.len(), 1);
@@ -174,16 +196,12 @@ fn a_handler_that_panics_on_one_record_is_caught_and_the_record_dead_lettered() 
     on_both(|wal| {
         fill(wal);
         let mut consumer = wal.consumer("billing", quick()).unwrap();
-        let mut calls = Calls::new();
-        consumer
-            .drain(|r| {
-                *calls.entry(r.lsn).or_default() += 1;
-                if r.payload == b"poison" {
-                    panic!("unexpected byte in order {}", r.lsn);
-                }
-                Outcome::Ok
-            })
-            .unwrap();
+        let calls = drain_counting(&mut consumer, |r| {
+            if r.payload == b"poison" {
+                panic!("unexpected byte in order {}", r.lsn);
+            }
+            Outcome::Ok
+        });
         assert_exactly_once_except_poison(&calls, 4);
         let dead = consumer.dead_letters().unwrap();
         assert_eq!(dead.len(), 1);
@@ -293,9 +311,7 @@ fn child_commit_then_hang(dir: &Path) {
     let mut consumer = wal.consumer("steady", quick()).unwrap();
     let mut out = std::io::stdout();
     for _ in 0..5 {
-        let mut batch = consumer.poll(37, Duration::from_secs(5)).unwrap();
-        batch.handle(|_| Outcome::Ok);
-        consumer.commit(batch).unwrap();
+        commit_all_ok(&mut consumer, 37);
         writeln!(out, "committed {}", consumer.cursor()).unwrap();
         out.flush().unwrap();
     }
@@ -455,18 +471,11 @@ fn the_cursor_survives_a_sigkill_and_the_batch_in_flight_comes_back_as_attempt_t
 fn after_power_loss_the_cursor_is_the_last_commit_and_the_batch_in_flight_counts() {
     for seed in 0..16u64 {
         for mode in [CrashMode::Clean, CrashMode::Torn] {
-            let sim = SimStorage::new(seed);
-            let opts = small().storage(sim.clone());
-            let wal = Wal::open("log", opts.clone()).unwrap();
-            fill(&wal);
+            let (sim, opts, wal) = filled_sim_log(seed);
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut consumer = wal.consumer("c", quick()).unwrap();
             for _ in 0..rng.usize(1..6) {
-                let mut batch = consumer
-                    .poll(rng.usize(1..200), Duration::from_secs(5))
-                    .unwrap();
-                batch.handle(|_| Outcome::Ok);
-                consumer.commit(batch).unwrap();
+                commit_all_ok(&mut consumer, rng.usize(1..200));
             }
             let committed = consumer.cursor();
             let out = consumer.poll(50, Duration::from_secs(5)).unwrap();
@@ -492,14 +501,9 @@ fn after_power_loss_the_cursor_is_the_last_commit_and_the_batch_in_flight_counts
 fn a_failed_cursor_sync_poisons_the_consumer_and_a_torn_slot_falls_back_to_the_other() {
     let (mut lost, mut kept, mut torn) = (0, 0, 0);
     for seed in 0..24u64 {
-        let sim = SimStorage::new(seed);
-        let opts = small().storage(sim.clone());
-        let wal = Wal::open("log", opts.clone()).unwrap();
-        fill(&wal);
+        let (sim, opts, wal) = filled_sim_log(seed);
         let mut consumer = wal.consumer("c", quick()).unwrap();
-        let mut batch = consumer.poll(10, Duration::from_secs(5)).unwrap();
-        batch.handle(|_| Outcome::Ok);
-        consumer.commit(batch).unwrap();
+        commit_all_ok(&mut consumer, 10);
         let before = consumer.cursor();
         let mut batch = consumer.poll(10, Duration::from_secs(5)).unwrap();
         for i in 0..5 {
@@ -552,15 +556,10 @@ fn a_failed_cursor_sync_poisons_the_consumer_and_a_torn_slot_falls_back_to_the_o
 
 #[test]
 fn a_cursor_with_both_slots_damaged_is_an_error_and_is_left_alone() {
-    let sim = SimStorage::new(5);
-    let opts = small().storage(sim.clone());
-    let wal = Wal::open("log", opts.clone()).unwrap();
-    fill(&wal);
+    let (sim, _, wal) = filled_sim_log(5);
     let mut consumer = wal.consumer("c", quick()).unwrap();
     for _ in 0..3 {
-        let mut batch = consumer.poll(10, Duration::from_secs(5)).unwrap();
-        batch.handle(|_| Outcome::Ok);
-        consumer.commit(batch).unwrap();
+        commit_all_ok(&mut consumer, 10);
     }
     drop(consumer);
     let storage: Arc<dyn Storage> = sim.clone();
@@ -595,10 +594,7 @@ fn a_cursor_with_both_slots_damaged_is_an_error_and_is_left_alone() {
 /// not give it a fresh set.
 #[test]
 fn retry_attempts_survive_power_loss() {
-    let sim = SimStorage::new(8);
-    let opts = small().storage(sim.clone());
-    let wal = Wal::open("log", opts.clone()).unwrap();
-    fill(&wal);
+    let (sim, opts, wal) = filled_sim_log(8);
     let mut consumer = wal.consumer("c", quick()).unwrap();
     let mut poison_calls = 0;
     while poison_calls < 2 {

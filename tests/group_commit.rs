@@ -30,7 +30,7 @@ use groupwal::{
     CorrelationId, Durability, Error, GroupEvent, GroupListener, LogRecord, Receipt, Record,
     Ticket, Wal, WalOptions,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,6 +62,43 @@ fn bounded<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'sta
 fn bounded_alone<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
     let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
     run_bounded(what, body)
+}
+
+/// Asserts that `$wal` refuses, with an error matching `$refused`, an append of each
+/// durability kind (`Sync` and `Buffer`), `submit`, `try_submit`, `sync` and every record
+/// of an `append_many`.
+macro_rules! assert_every_call_refused {
+    ($wal:expr, $refused:pat) => {{
+        let wal: &Wal = $wal;
+        assert!(matches!(wal.append(Record::new(b"x")), Err($refused)));
+        assert!(matches!(
+            wal.append(Record::new(b"x").durability(Durability::Buffer)),
+            Err($refused)
+        ));
+        assert!(matches!(wal.submit(Record::new(b"x")), Err($refused)));
+        assert!(matches!(wal.try_submit(Record::new(b"x")), Err($refused)));
+        assert!(matches!(wal.sync(), Err($refused)));
+        for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
+            assert!(matches!(r, Err($refused)), "{r:?}");
+        }
+    }};
+}
+
+/// The tests `$real` and `$sim`: scenario `$scenario` (a `fn(&Disk)`) under `$runner`
+/// ([`bounded`] or [`bounded_alone`]), on the real file system and on a simulated disk
+/// seeded with `$seed`; the runner is told `"$what real"` and `"$what sim"`.
+macro_rules! real_and_sim {
+    ($runner:ident, $what:literal, $scenario:ident, $seed:expr, $real:ident, $sim:ident) => {
+        #[test]
+        fn $real() {
+            $runner(concat!($what, " real"), || $scenario(&Disk::real()));
+        }
+
+        #[test]
+        fn $sim() {
+            $runner(concat!($what, " sim"), || $scenario(&Disk::sim($seed)));
+        }
+    };
 }
 
 fn run_bounded<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
@@ -1146,19 +1183,14 @@ fn append_many_one_bad(disk: &Disk) {
     }
 }
 
-#[test]
-fn append_many_one_oversized_record_fails_alone_real_fs() {
-    bounded("append_many one bad real", || {
-        append_many_one_bad(&Disk::real())
-    });
-}
-
-#[test]
-fn append_many_one_oversized_record_fails_alone_sim() {
-    bounded("append_many one bad sim", || {
-        append_many_one_bad(&Disk::sim(31))
-    });
-}
+real_and_sim!(
+    bounded,
+    "append_many one bad",
+    append_many_one_bad,
+    31,
+    append_many_one_oversized_record_fails_alone_real_fs,
+    append_many_one_oversized_record_fails_alone_sim
+);
 
 /// A batch several times `group_bytes_max` commits whole, in several groups whose ids
 /// increase along the batch.
@@ -1300,26 +1332,7 @@ fn injected_failure(seed: u64, arm: impl FnOnce(&SimStorage), crash: Option<Cras
     );
 
     // Every later call is refused.
-    assert!(matches!(
-        wal.append(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.append(Record::new(b"x").durability(Durability::Buffer)),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.submit(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(
-        wal.try_submit(Record::new(b"x")),
-        Err(Error::Poisoned { .. })
-    ));
-    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
-    for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
-        assert!(matches!(r, Err(Error::Poisoned { .. })), "{r:?}");
-    }
+    assert_every_call_refused!(&wal, Error::Poisoned { .. });
     assert!(matches!(wal.close(), Err(Error::Poisoned { .. })));
     drop(wal);
 
@@ -1670,20 +1683,14 @@ fn buffer_durability(disk: &Disk) {
     }
 }
 
-#[test]
-fn buffer_records_become_durable_within_the_sync_interval_real_fs() {
-    bounded_alone(
-        "buffer durability real",
-        || buffer_durability(&Disk::real()),
-    );
-}
-
-#[test]
-fn buffer_records_become_durable_within_the_sync_interval_sim() {
-    bounded_alone("buffer durability sim", || {
-        buffer_durability(&Disk::sim(71))
-    });
-}
+real_and_sim!(
+    bounded_alone,
+    "buffer durability",
+    buffer_durability,
+    71,
+    buffer_records_become_durable_within_the_sync_interval_real_fs,
+    buffer_records_become_durable_within_the_sync_interval_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // submit and tickets
@@ -1760,15 +1767,14 @@ fn submits_complete(disk: &Disk) {
     check_recovered(&read_all(&wal), &logs, n, true);
 }
 
-#[test]
-fn submitted_tickets_complete_with_the_background_thread_leading_real_fs() {
-    bounded("submit real", || submits_complete(&Disk::real()));
-}
-
-#[test]
-fn submitted_tickets_complete_with_the_background_thread_leading_sim() {
-    bounded("submit sim", || submits_complete(&Disk::sim(81)));
-}
+real_and_sim!(
+    bounded,
+    "submit",
+    submits_complete,
+    81,
+    submitted_tickets_complete_with_the_background_thread_leading_real_fs,
+    submitted_tickets_complete_with_the_background_thread_leading_sim
+);
 
 /// With the leader held inside its `fdatasync` (a gate in the storage), `try_submit` fills
 /// the open group up to `group_records_max` and then returns `WouldBlock`, for every
@@ -1887,15 +1893,14 @@ fn sync_barrier(disk: &Disk) {
     wal.close().unwrap();
 }
 
-#[test]
-fn sync_makes_everything_appended_before_it_durable_real_fs() {
-    bounded("sync barrier real", || sync_barrier(&Disk::real()));
-}
-
-#[test]
-fn sync_makes_everything_appended_before_it_durable_sim() {
-    bounded("sync barrier sim", || sync_barrier(&Disk::sim(101)));
-}
+real_and_sim!(
+    bounded,
+    "sync barrier",
+    sync_barrier,
+    101,
+    sync_makes_everything_appended_before_it_durable_real_fs,
+    sync_makes_everything_appended_before_it_durable_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // close and drop
@@ -1909,20 +1914,7 @@ fn close_then_every_call_is_refused() {
         let wal = disk.open(base_options());
         let r = wal.append(Record::new(b"before")).unwrap();
         wal.close().unwrap();
-        assert!(matches!(wal.append(Record::new(b"x")), Err(Error::Closed)));
-        assert!(matches!(
-            wal.append(Record::new(b"x").durability(Durability::Buffer)),
-            Err(Error::Closed)
-        ));
-        assert!(matches!(wal.submit(Record::new(b"x")), Err(Error::Closed)));
-        assert!(matches!(
-            wal.try_submit(Record::new(b"x")),
-            Err(Error::Closed)
-        ));
-        assert!(matches!(wal.sync(), Err(Error::Closed)));
-        for r in wal.append_many(&[Record::new(b"a"), Record::new(b"b")]) {
-            assert!(matches!(r, Err(Error::Closed)), "{r:?}");
-        }
+        assert_every_call_refused!(&wal, Error::Closed);
         wal.close().expect("closing twice is harmless");
         assert_eq!(wal.durable_lsn(), r.lsn);
     });
@@ -1959,19 +1951,14 @@ fn close_while_writing(disk: &Disk) {
     check_recovered(&read_all(&wal), &logs, n, true);
 }
 
-#[test]
-fn close_while_writers_run_writes_or_refuses_every_record_real_fs() {
-    bounded("close while writing real", || {
-        close_while_writing(&Disk::real())
-    });
-}
-
-#[test]
-fn close_while_writers_run_writes_or_refuses_every_record_sim() {
-    bounded("close while writing sim", || {
-        close_while_writing(&Disk::sim(111))
-    });
-}
+real_and_sim!(
+    bounded,
+    "close while writing",
+    close_while_writing,
+    111,
+    close_while_writers_run_writes_or_refuses_every_record_real_fs,
+    close_while_writers_run_writes_or_refuses_every_record_sim
+);
 
 /// Dropping a `Wal` without `close` is a close that ignores errors: queued `Buffer`
 /// records are written and synced (documented on `Wal`), so they survive even a power cut
@@ -1999,15 +1986,14 @@ fn drop_keeps_buffer_records(disk: &Disk) {
     check_recovered(&read_all(&wal), &[log], 50, true);
 }
 
-#[test]
-fn drop_without_close_writes_and_syncs_buffer_records_real_fs() {
-    bounded("drop real", || drop_keeps_buffer_records(&Disk::real()));
-}
-
-#[test]
-fn drop_without_close_writes_and_syncs_buffer_records_sim() {
-    bounded("drop sim", || drop_keeps_buffer_records(&Disk::sim(121)));
-}
+real_and_sim!(
+    bounded,
+    "drop",
+    drop_keeps_buffer_records,
+    121,
+    drop_without_close_writes_and_syncs_buffer_records_real_fs,
+    drop_without_close_writes_and_syncs_buffer_records_sim
+);
 
 // ---------------------------------------------------------------------------------------
 // commit_delay
@@ -2384,6 +2370,24 @@ fn sync_records(payloads: &[Vec<u8>]) -> Vec<Record<'_>> {
         .collect()
 }
 
+/// The distinct groups of `receipts`.
+fn group_ids(receipts: &[Receipt]) -> BTreeSet<u64> {
+    receipts.iter().map(|r| r.group_id).collect()
+}
+
+/// Pulls the plug (`Torn`) on `disk`, reopens it with `options` and asserts that what it
+/// reads back is a prefix of `payloads`, byte for byte; returns how many records that is.
+fn read_back_after_torn_crash(disk: &Disk, options: WalOptions, payloads: &[Vec<u8>]) -> usize {
+    disk.sim_storage().crash(CrashMode::Torn);
+    let wal = disk.open(options);
+    let back = read_all(&wal);
+    assert!(back.len() <= payloads.len());
+    for (rec, p) in back.iter().zip(payloads) {
+        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
+    }
+    back.len()
+}
+
 /// Commits one batch of 1,000 `Sync` records on a simulated disk; returns the receipts,
 /// the `fdatasync`s it took and the group events seen.
 fn one_batch(options: WalOptions) -> (Vec<Receipt>, u64, Vec<GroupEvent>) {
@@ -2407,17 +2411,11 @@ fn one_batch(options: WalOptions) -> (Vec<Receipt>, u64, Vec<GroupEvent>) {
     drop(wal);
     let events: Vec<GroupEvent> = recorder.seen().into_iter().map(|s| s.event).collect();
 
-    sim.crash(CrashMode::Torn);
-    let wal = disk.open(options);
-    let back = read_all(&wal);
     assert_eq!(
-        back.len(),
+        read_back_after_torn_crash(&disk, options, &payloads),
         payloads.len(),
         "every acknowledged record survives"
     );
-    for (rec, p) in back.iter().zip(&payloads) {
-        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
-    }
     (receipts, syncs, events)
 }
 
@@ -2468,8 +2466,7 @@ fn pipelined_batch_writes_pieces_and_syncs_once() {
 
         let (unpiped, unpiped_syncs, _) =
             one_batch(base_options().pipeline_bytes(None).group_bytes_max(4096));
-        let unpiped_groups: std::collections::BTreeSet<u64> =
-            unpiped.iter().map(|r| r.group_id).collect();
+        let unpiped_groups = group_ids(&unpiped);
         assert!(unpiped_groups.len() > 1);
         assert_eq!(unpiped_syncs, unpiped_groups.len() as u64);
     });
@@ -2485,9 +2482,8 @@ fn pipelined_batch_across_a_rotation() {
             .record_bytes_max(4096)
             .pipeline_bytes(Some(4096));
         let (receipts, syncs, _) = one_batch(options);
-        let segments: std::collections::BTreeSet<u64> =
-            receipts.iter().map(|r| r.location.segment).collect();
-        let groups: std::collections::BTreeSet<u64> = receipts.iter().map(|r| r.group_id).collect();
+        let segments: BTreeSet<u64> = receipts.iter().map(|r| r.location.segment).collect();
+        let groups = group_ids(&receipts);
         assert!(
             segments.len() >= 2,
             "the batch crossed a segment: {segments:?}"
@@ -2530,13 +2526,7 @@ fn failing_batch(arm: impl FnOnce(&SimStorage)) -> (Vec<Result<Receipt, Error>>,
     );
 
     // Whatever of the batch reached the disk is a prefix of it, byte for byte.
-    sim.crash(CrashMode::Torn);
-    let wal = disk.open(options);
-    let back = read_all(&wal);
-    assert!(back.len() <= payloads.len());
-    for (rec, p) in back.iter().zip(&payloads) {
-        assert_eq!(&rec.payload, p, "LSN {}", rec.lsn);
-    }
+    read_back_after_torn_crash(&disk, options, &payloads);
     (results, failed)
 }
 
@@ -2546,7 +2536,7 @@ fn failing_batch(arm: impl FnOnce(&SimStorage)) -> (Vec<Result<Receipt, Error>>,
 fn pipelined_batch_whose_sync_fails_fails_every_piece() {
     bounded("pipelined batch sync eio", || {
         let (results, failed) = failing_batch(|sim| sim.fail_nth(FaultKind::SyncData, 1));
-        let mut groups = std::collections::BTreeSet::new();
+        let mut groups = BTreeSet::new();
         for (i, r) in results.iter().enumerate() {
             match r {
                 Err(Error::OutcomeUnknown { group_id, .. }) => {
@@ -2556,8 +2546,7 @@ fn pipelined_batch_whose_sync_fails_fails_every_piece() {
             }
         }
         assert!(groups.len() > 1, "the batch was pipelined: {groups:?}");
-        let failed_ids: std::collections::BTreeSet<u64> =
-            failed.iter().map(|e| e.group_id).collect();
+        let failed_ids: BTreeSet<u64> = failed.iter().map(|e| e.group_id).collect();
         assert_eq!(failed_ids, groups, "every piece reports the failure");
     });
 }
@@ -2579,7 +2568,7 @@ fn pipelined_batch_whose_write_fails_fails_the_pieces_written() {
                 "record {i}: {r:?}"
             );
         }
-        let groups: std::collections::BTreeSet<u64> = results[..unknown]
+        let groups: BTreeSet<u64> = results[..unknown]
             .iter()
             .map(|r| match r {
                 Err(Error::OutcomeUnknown { group_id, .. }) => *group_id,

@@ -5,6 +5,9 @@
 //!
 //! Tests that wait on threads do so with a deadline: a hang fails with a message.
 
+#[path = "support/strategies.rs"]
+mod strategies;
+
 use groupwal::kv::{status, WriteItem};
 use groupwal::{
     Db, DbOptions, Durability, Error, Record, RecoveryMode, Wal, WalOptions, WriteBatch,
@@ -14,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use strategies::durability;
 
 /// Small segments so that tests rotate, truncate and checkpoint a lot.
 fn small_options() -> DbOptions {
@@ -626,16 +630,8 @@ enum Op {
     Scan(u8, u8),
 }
 
-fn durability() -> impl Strategy<Value = Durability> {
-    prop_oneof![
-        Just(Durability::Sync),
-        Just(Durability::Flush),
-        Just(Durability::Buffer)
-    ]
-}
-
 fn value_len() -> impl Strategy<Value = usize> {
-    prop_oneof![0..13usize, 13..200usize, 1000..20_000usize]
+    strategies::value_len(13..200, 1000..20_000)
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -7,6 +7,9 @@
 //! the last one known durable and the last one acknowledged: nothing torn, nothing reordered,
 //! no write of a batch without the rest.
 
+#[path = "support/strategies.rs"]
+mod strategies;
+
 use groupwal::io::sim::{CrashMode, FaultKind, SimStorage};
 use groupwal::io::Storage;
 use groupwal::{Db, DbOptions, Durability, WalOptions, WriteBatch};
@@ -14,6 +17,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use strategies::durability;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -65,16 +69,8 @@ enum Op {
     Reopen,
 }
 
-fn durability() -> impl Strategy<Value = Durability> {
-    prop_oneof![
-        Just(Durability::Sync),
-        Just(Durability::Flush),
-        Just(Durability::Buffer)
-    ]
-}
-
 fn value_len() -> impl Strategy<Value = usize> {
-    prop_oneof![0..13usize, 13..300usize, 2000..12_000usize]
+    strategies::value_len(13..300, 2000..12_000)
 }
 
 fn op() -> impl Strategy<Value = Op> {

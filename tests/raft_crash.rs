@@ -65,6 +65,22 @@ fn open(sim: &Arc<SimStorage>) -> Store {
     Store::open("raft", options(sim)).expect("reopen after a crash")
 }
 
+/// Cuts the power (`mode`) under `store` and reopens the store.
+fn power_cut(sim: &Arc<SimStorage>, store: Store, mode: CrashMode) -> Store {
+    sim.crash(mode);
+    drop(store);
+    open(sim)
+}
+
+/// `Torn` or `Clean`, alike.
+fn any_crash_mode(rng: &mut fastrand::Rng) -> CrashMode {
+    if rng.bool() {
+        CrashMode::Torn
+    } else {
+        CrashMode::Clean
+    }
+}
+
 /// Reads the whole store and compares it with the model.
 async fn check(store: &mut Store, model: &Model, context: &str) {
     let state = store.get_log_state().await.unwrap();
@@ -186,14 +202,7 @@ async fn random_run(seed: u64) {
                     &mut store,
                     (first..first + n).map(|i| entry(term, i)).collect(),
                 );
-                let mode = if rng.bool() {
-                    CrashMode::Torn
-                } else {
-                    CrashMode::Clean
-                };
-                sim.crash(mode);
-                drop(store);
-                store = open(&sim);
+                store = power_cut(&sim, store, any_crash_mode(&mut rng));
                 let state = store.get_log_state().await.unwrap();
                 let last = state.last_log_id.map_or(0, |l| l.index + 1);
                 // Whatever survived of the batch is a prefix of it.
@@ -209,22 +218,13 @@ async fn random_run(seed: u64) {
                 .await;
             }
             _ => {
-                let mode = if rng.bool() {
-                    CrashMode::Torn
-                } else {
-                    CrashMode::Clean
-                };
-                sim.crash(mode);
-                drop(store);
-                store = open(&sim);
+                store = power_cut(&sim, store, any_crash_mode(&mut rng));
                 check(&mut store, &model, &format!("{context} after crash")).await;
             }
         }
     }
     check(&mut store, &model, &format!("seed {seed} end")).await;
-    sim.crash(CrashMode::Torn);
-    drop(store);
-    let mut store = open(&sim);
+    let mut store = power_cut(&sim, store, CrashMode::Torn);
     check(&mut store, &model, &format!("seed {seed} end, reopened")).await;
 }
 
@@ -261,17 +261,13 @@ fn purge_removes_whole_segments_and_keeps_the_vote_and_committed_id_they_held() 
         model.entries.drain(..250);
         model.purged = Some(log_id(1, 249));
         check(&mut store, &model, "after purge").await;
-        sim.crash(CrashMode::Clean);
-        drop(store);
-        let mut store = open(&sim);
+        let mut store = power_cut(&sim, store, CrashMode::Clean);
         check(&mut store, &model, "after purge and crash").await;
         // Purging everything leaves an empty log whose last log id is the purged one.
         store.purge(log_id(1, 299)).await.unwrap();
         model.entries.clear();
         model.purged = Some(log_id(1, 299));
-        sim.crash(CrashMode::Torn);
-        drop(store);
-        let mut store = open(&sim);
+        let mut store = power_cut(&sim, store, CrashMode::Torn);
         check(&mut store, &model, "after purging everything").await;
         store.blocking_append([entry(2, 300)]).await.unwrap();
         model.entries.push((2, 300));
@@ -303,9 +299,7 @@ fn a_crash_in_the_middle_of_a_purge_keeps_the_purge_and_everything_after_it() {
                     result.is_err(),
                     "{fault:?} {nth}: the injected fault surfaces"
                 );
-                sim.crash(mode);
-                drop(store);
-                let mut store = open(&sim);
+                let mut store = power_cut(&sim, store, mode);
                 model.entries.drain(..250);
                 model.purged = Some(log_id(1, 249));
                 check(&mut store, &model, &format!("{fault:?} #{nth} {mode:?}")).await;
@@ -376,9 +370,7 @@ fn truncated_entries_never_come_back() {
         model.entries.extend((10..12).map(|i| (2, i)));
         model.entries.extend((12..18).map(|i| (3, i)));
         for round in 0..3 {
-            sim.crash(CrashMode::Torn);
-            drop(store);
-            store = open(&sim);
+            store = power_cut(&sim, store, CrashMode::Torn);
             check(&mut store, &model, &format!("reopen {round}")).await;
         }
     });

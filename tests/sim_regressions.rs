@@ -311,6 +311,67 @@ fn segment_bytes(sim: &SimStorage) -> (Arc<dyn groupwal::io::StorageFile>, Vec<u
     (file, bytes)
 }
 
+/// Damages the segment: `damage` gets the open file and its bytes as they were; then the
+/// file is synced and closed. Returns those bytes.
+fn damage_segment(
+    sim: &SimStorage,
+    damage: impl FnOnce(&dyn groupwal::io::StorageFile, &[u8]),
+) -> Vec<u8> {
+    let (file, bytes) = segment_bytes(sim);
+    damage(&*file, &bytes);
+    file.sync_data().unwrap();
+    drop(file);
+    bytes
+}
+
+/// Where record `lsn`'s frame starts in a one-segment log of frames of `frame` bytes.
+fn frame_start(lsn: u64, frame: usize) -> usize {
+    SEGMENT_HEADER_BYTES + (lsn as usize - 1) * frame
+}
+
+/// Writes record `from`'s frame (of `frame` bytes), byte for byte, where record `to` was.
+fn copy_frame(
+    file: &dyn groupwal::io::StorageFile,
+    bytes: &[u8],
+    frame: usize,
+    from: u64,
+    to: u64,
+) {
+    let from = frame_start(from, frame);
+    file.write_all_at(&bytes[from..from + frame], frame_start(to, frame) as u64)
+        .unwrap();
+}
+
+/// The default open refuses the damaged log.
+fn assert_refused_by_default(sim: &Arc<SimStorage>) {
+    assert!(matches!(
+        Wal::open(DIR, options(sim)),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+/// `written` without `lost`.
+fn without(written: &[u64], lost: u64) -> Vec<u64> {
+    written.iter().copied().filter(|&l| l != lost).collect()
+}
+
+/// Opens the log in `Salvage` mode; asserts it reads back the records `expected` and
+/// returns them.
+fn open_salvaged(sim: &Arc<SimStorage>, expected: &[u64]) -> Vec<LogRecord> {
+    let wal =
+        Wal::open(DIR, options(sim).recovery_mode(RecoveryMode::Salvage)).expect("salvage opens");
+    let records = read_all(&wal);
+    assert_eq!(lsns(&records), expected);
+    records
+}
+
+/// Opens the log in the default mode (`what` says why it must open); asserts it reads back
+/// the records `expected`.
+fn assert_opens_by_default(sim: &Arc<SimStorage>, expected: &[u64], what: &str) {
+    let wal = Wal::open(DIR, options(sim)).expect(what);
+    assert_eq!(lsns(&read_all(&wal)), expected);
+}
+
 /// **`Salvage` refused a sealed segment that was cut short.**
 ///
 /// Found by the `recover_dir` fuzz target's seed corpus: with the records at the end of a
@@ -330,22 +391,14 @@ fn salvage_records_a_gap_after_a_segment_cut_short() {
     wal.close().unwrap();
     drop(wal);
     // Lose the last two records of the sealed segment 1.
-    let (file, _) = segment_bytes(&sim);
-    file.set_len(SEGMENT_HEADER_BYTES as u64 + 3 * 10_017)
-        .unwrap();
-    file.sync_data().unwrap();
-    drop(file);
-    assert!(matches!(
-        Wal::open(DIR, options(&sim)),
-        Err(Error::Corruption { .. })
-    ));
-    let wal =
-        Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).expect("salvage opens");
+    damage_segment(&sim, |file, _| {
+        file.set_len(SEGMENT_HEADER_BYTES as u64 + 3 * 10_017)
+            .unwrap();
+    });
+    assert_refused_by_default(&sim);
     let kept = vec![first[0], first[1], first[2], second];
-    assert_eq!(lsns(&read_all(&wal)), kept);
-    drop(wal);
-    let wal = Wal::open(DIR, options(&sim)).expect("the default mode accepts the salvaged gap");
-    assert_eq!(lsns(&read_all(&wal)), kept);
+    open_salvaged(&sim, &kept);
+    assert_opens_by_default(&sim, &kept, "the default mode accepts the salvaged gap");
 }
 
 /// **Reading a salvaged active segment overflowed (and could skip records).**
@@ -360,15 +413,12 @@ fn salvage_records_a_gap_after_a_segment_cut_short() {
 fn reading_past_a_salvaged_range_in_the_active_segment() {
     let sim = SimStorage::new(7);
     let written = one_segment_log(&sim, 6, 300);
-    let (file, _) = segment_bytes(&sim);
-    // Flip a payload bit of record 3.
-    let at = SEGMENT_HEADER_BYTES as u64 + 2 * 317 + 100;
-    file.write_all_at(&[0x55], at).unwrap();
-    file.sync_data().unwrap();
-    drop(file);
-    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).unwrap();
-    let expected: Vec<u64> = written.iter().copied().filter(|&l| l != 3).collect();
-    assert_eq!(lsns(&read_all(&wal)), expected);
+    damage_segment(&sim, |file, _| {
+        // Flip a payload bit of record 3.
+        let at = SEGMENT_HEADER_BYTES as u64 + 2 * 317 + 100;
+        file.write_all_at(&[0x55], at).unwrap();
+    });
+    open_salvaged(&sim, &without(&written, 3));
 }
 
 /// **After a salvage, readers stopped at a zeroed frame header and lost the records after
@@ -384,19 +434,13 @@ fn reading_past_a_salvaged_range_in_the_active_segment() {
 fn readers_resume_after_a_salvaged_zeroed_header() {
     let sim = SimStorage::new(8);
     let written = one_segment_log(&sim, 6, 0);
-    let (file, _) = segment_bytes(&sim);
-    // Record 3's header (17 bytes, payload length 0) becomes zeros.
-    file.write_all_at(&[0; 17], SEGMENT_HEADER_BYTES as u64 + 2 * 17)
-        .unwrap();
-    file.sync_data().unwrap();
-    drop(file);
-    assert!(matches!(
-        Wal::open(DIR, options(&sim)),
-        Err(Error::Corruption { .. })
-    ));
-    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).unwrap();
-    let expected: Vec<u64> = written.iter().copied().filter(|&l| l != 3).collect();
-    assert_eq!(lsns(&read_all(&wal)), expected);
+    damage_segment(&sim, |file, _| {
+        // Record 3's header (17 bytes, payload length 0) becomes zeros.
+        file.write_all_at(&[0; 17], frame_start(3, 17) as u64)
+            .unwrap();
+    });
+    assert_refused_by_default(&sim);
+    open_salvaged(&sim, &without(&written, 3));
 }
 
 /// **After a salvage, readers returned stale frames out of order.**
@@ -411,23 +455,17 @@ fn readers_resume_after_a_salvaged_zeroed_header() {
 fn readers_skip_stale_frames_in_a_salvaged_range() {
     let sim = SimStorage::new(9);
     let written = one_segment_log(&sim, 6, 20);
-    let (file, bytes) = segment_bytes(&sim);
     let frame = 37;
-    let at = |lsn: u64| SEGMENT_HEADER_BYTES + (lsn as usize - 1) * frame;
     // Record 6's frame, byte for byte, where record 3 was.
-    file.write_all_at(&bytes[at(6)..at(6) + frame], at(3) as u64)
-        .unwrap();
-    file.sync_data().unwrap();
-    drop(file);
-    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).unwrap();
-    let expected: Vec<u64> = written.iter().copied().filter(|&l| l != 3).collect();
-    assert_eq!(lsns(&read_all(&wal)), expected);
+    let bytes = damage_segment(&sim, |file, bytes| copy_frame(file, bytes, frame, 6, 3));
+    open_salvaged(&sim, &without(&written, 3));
     // The frame is what it looks like: a valid frame of record 6.
     let salt = groupwal::format::SegmentHeader::decode(&bytes)
         .unwrap()
         .salt;
+    let at6 = frame_start(6, frame);
     assert_eq!(
-        &bytes[at(6)..at(6) + frame],
+        &bytes[at6..at6 + frame],
         &encode_frame(6, salt, None, &[6; 20])[..]
     );
 }
@@ -491,30 +529,21 @@ fn extending_a_short_active_segment_resurrects_no_frame() {
 fn salvage_keeps_the_record_after_a_stale_copy() {
     let sim = SimStorage::new(10);
     let written = one_segment_log(&sim, 8, 20);
-    let (file, bytes) = segment_bytes(&sim);
     let frame = 37;
-    let at = |lsn: u64| SEGMENT_HEADER_BYTES + (lsn as usize - 1) * frame;
-    // Record 1 damaged; an exact copy of its frame where record 2 was.
-    file.write_all_at(&bytes[at(1)..at(1) + frame], at(2) as u64)
-        .unwrap();
-    file.write_all_at(&[bytes[at(1) + 20] ^ 4], at(1) as u64 + 20)
-        .unwrap();
-    file.sync_data().unwrap();
-    drop(file);
-    assert!(matches!(
-        Wal::open(DIR, options(&sim)),
-        Err(Error::Corruption { .. })
-    ));
-    let expected: Vec<u64> = written.iter().copied().filter(|&l| l != 2).collect();
-    let wal = Wal::open(DIR, options(&sim).recovery_mode(RecoveryMode::Salvage)).unwrap();
-    let records = read_all(&wal);
-    assert_eq!(lsns(&records), expected);
+    damage_segment(&sim, |file, bytes| {
+        // Record 1 damaged; an exact copy of its frame where record 2 was.
+        copy_frame(file, bytes, frame, 1, 2);
+        let at1 = frame_start(1, frame);
+        file.write_all_at(&[bytes[at1 + 20] ^ 4], at1 as u64 + 20)
+            .unwrap();
+    });
+    assert_refused_by_default(&sim);
+    let expected = without(&written, 2);
+    let records = open_salvaged(&sim, &expected);
     assert_eq!(
         records[0].payload,
         vec![1; 20],
         "the copy is record 1's frame"
     );
-    drop(wal);
-    let wal = Wal::open(DIR, options(&sim)).expect("the salvaged log opens by default");
-    assert_eq!(lsns(&read_all(&wal)), expected);
+    assert_opens_by_default(&sim, &expected, "the salvaged log opens by default");
 }
