@@ -4,7 +4,8 @@
 //! into the *open* group, and sleeps on that group's completion word. One thread at a time
 //! is the *leader*: it takes the open group (a fresh one opens at once for newcomers),
 //! releases the lock, writes the group with one positioned write, `fdatasync`s it if any
-//! record asked for `Sync`, and wakes the whole group with one futex call. The lock is never
+//! record asked for `Sync`, and wakes the whole group with one futex call (none if nobody
+//! sleeps on it, as when a lone writer leads its own group). The lock is never
 //! held across the write or the sync; there is one sync stream.
 //!
 //! Leadership passes without a thundering herd: the first writer to join the open group
@@ -55,9 +56,19 @@ const LEADER_GROUPS_MAX: u32 = 16;
 /// larger page only means a partial page is written back twice).
 const WRITEBACK_PAGE: u64 = 4096;
 
+/// `Group::status`: no outcome yet, and nobody asleep on it.
 const PENDING: u32 = 0;
-const DONE: u32 = 1;
-const FAILED: u32 = 2;
+/// No outcome yet, and a writer may be asleep on it: the outcome owes a wake-up call.
+const SLEEPING: u32 = 1;
+const DONE: u32 = 2;
+const FAILED: u32 = 3;
+
+/// `Group::lead`: no writer sleeps as the group's designated leader.
+const UNCLAIMED: u32 = 0;
+/// The designated leader sleeps, until told to lead or that the group is done.
+const CLAIMED: u32 = 1;
+/// Lead, or look at the outcome.
+const GO: u32 = 2;
 
 /// Why a group failed.
 #[derive(Clone, Debug)]
@@ -103,9 +114,9 @@ impl RefusalKind {
 pub(crate) struct Group {
     pub id: u64,
     records: AtomicU32,
-    /// Futex word: PENDING, DONE or FAILED.
+    /// Futex word: PENDING, SLEEPING, DONE or FAILED.
     status: AtomicU32,
-    /// Futex word of the designated next leader: 0 wait, 1 lead.
+    /// Futex word of the designated next leader: UNCLAIMED, CLAIMED or GO.
     lead: AtomicU32,
     failure: OnceLock<Failure>,
 }
@@ -116,21 +127,31 @@ impl Group {
             id,
             records: AtomicU32::new(0),
             status: AtomicU32::new(PENDING),
-            lead: AtomicU32::new(0),
+            lead: AtomicU32::new(UNCLAIMED),
             failure: OnceLock::new(),
         })
     }
 
     pub fn is_done(&self) -> bool {
-        self.status.load(Ordering::Acquire) != PENDING
+        self.status.load(Ordering::Acquire) >= DONE
     }
 
     /// Sleeps until the group is done; false if `timeout` passed first.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.is_done() {
+            let status = self.status.load(Ordering::Acquire);
+            if status >= DONE {
                 return true;
+            }
+            // Announce the sleep, so that the finishing leader knows it owes a wake-up.
+            if status == PENDING
+                && self
+                    .status
+                    .compare_exchange(PENDING, SLEEPING, Ordering::Acquire, Ordering::Acquire)
+                    .is_err()
+            {
+                continue;
             }
             let left = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -139,7 +160,7 @@ impl Group {
                 },
                 None => None,
             };
-            futex_wait(&self.status, PENDING, left);
+            futex_wait(&self.status, SLEEPING, left);
         }
     }
 
@@ -170,6 +191,8 @@ impl Group {
         }
     }
 
+    /// Records the outcome and wakes whoever sleeps on it. No system call when nobody does:
+    /// a lone writer leads its own group and never sleeps.
     fn finish(&self, failure: Option<Failure>) {
         let status = match failure {
             Some(f) => {
@@ -178,25 +201,34 @@ impl Group {
             }
             None => DONE,
         };
-        self.status.store(status, Ordering::Release);
-        futex_wake_all(&self.status);
-        // A designated leader sleeps on its own word; let it see the outcome.
-        if self.lead.load(Ordering::Relaxed) == 0 {
-            self.lead.store(1, Ordering::Release);
-            futex_wake_all(&self.lead);
+        if self.status.swap(status, Ordering::AcqRel) == SLEEPING {
+            futex_wake_all(&self.status);
         }
+        // A designated leader sleeps on its own word; let it see the outcome.
+        if self.lead.swap(GO, Ordering::AcqRel) == CLAIMED {
+            futex_wake_one(&self.lead);
+        }
+    }
+
+    /// Marks the writer that becomes the designated leader (under the state lock, before it
+    /// sleeps in `wait_for_lead`).
+    fn claim(&self) {
+        self.lead.store(CLAIMED, Ordering::Relaxed);
+    }
+
+    /// Tells the designated leader to lead.
+    fn hand_over(&self) {
+        self.lead.store(GO, Ordering::Release);
+        futex_wake_one(&self.lead);
     }
 
     /// Designated leader: sleeps until told to lead (true) or the group is done (false).
     fn wait_for_lead(&self) -> bool {
         loop {
-            if self.is_done() {
-                return false;
-            }
-            if self.lead.load(Ordering::Acquire) != 0 {
+            if self.lead.load(Ordering::Acquire) == GO {
                 return !self.is_done();
             }
-            futex_wait(&self.lead, 0, None);
+            futex_wait(&self.lead, CLAIMED, None);
         }
     }
 }
@@ -723,6 +755,7 @@ impl Commit {
         } else if lead_mode == LeadMode::Inline && !st.open.leader_claimed && st.open.records > 0 {
             // Become the designated next leader of the group we are in.
             st.open.leader_claimed = true;
+            st.open.group.claim();
             let group = st.open.group.clone();
             drop(st);
             if group.wait_for_lead() {
@@ -783,8 +816,7 @@ impl Commit {
                 && st.open.leader_claimed
             {
                 // Hand over to the designated leader, which is asleep on its own word.
-                st.open.group.lead.store(1, Ordering::Release);
-                futex_wake_one(&st.open.group.lead);
+                st.open.group.hand_over();
                 return;
             }
         }
@@ -1346,4 +1378,115 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// How long a test waits for a thread that should wake: long enough for any machine, and
+    /// only reached when a wake-up is lost.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// Runs `f` on a thread and returns its result, or fails the test if it does not return
+    /// within `BOUND` (a lost wake-up).
+    fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx
+    }
+
+    fn joined<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
+        rx.recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?}: a lost wake-up"))
+    }
+
+    #[test]
+    fn sleeping_writers_and_the_designated_leader_see_the_outcome() {
+        for round in 0..200 {
+            let group = Group::new(round);
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let g = group.clone();
+                    on_thread(move || g.wait(None))
+                })
+                .collect();
+            group.claim();
+            let claimant = {
+                let g = group.clone();
+                on_thread(move || g.wait_for_lead())
+            };
+            // Finish at once on even rounds (racing the waiters into their sleep), after one
+            // waiter is known to sleep on odd ones.
+            if round % 2 == 1 {
+                while group.status.load(Ordering::Acquire) != SLEEPING {
+                    std::thread::yield_now();
+                }
+            }
+            group.finish(None);
+            for w in &waiters {
+                assert!(joined(w, "a writer waiting for its group"));
+            }
+            assert!(
+                !joined(&claimant, "the designated leader"),
+                "a finished group's designated leader must not lead it"
+            );
+            assert!(group.is_done());
+        }
+    }
+
+    #[test]
+    fn a_failed_group_wakes_its_writers_with_the_failure() {
+        let group = Group::new(7);
+        let g = group.clone();
+        let waiter = on_thread(move || {
+            assert!(g.wait(None));
+            g.receipt(
+                3,
+                Durability::Sync,
+                None,
+                RecordLocation {
+                    segment: 1,
+                    offset: 0,
+                },
+            )
+        });
+        while group.status.load(Ordering::Acquire) != SLEEPING {
+            std::thread::yield_now();
+        }
+        group.finish(Some(Failure::Unknown {
+            kind: io::ErrorKind::Other,
+            message: "injected".into(),
+        }));
+        match joined(&waiter, "a writer of a failed group") {
+            Err(Error::OutcomeUnknown { group_id: 7, .. }) => {}
+            other => panic!("expected OutcomeUnknown for group 7, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_designated_leader_told_to_lead_leads() {
+        let group = Group::new(1);
+        group.claim();
+        let g = group.clone();
+        let claimant = on_thread(move || g.wait_for_lead());
+        group.hand_over();
+        assert!(joined(&claimant, "the designated leader"));
+        // The group it leads then finishes without anyone left to wake on the lead word.
+        group.finish(None);
+        assert!(group.wait(Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_gives_up_while_pending_and_returns_at_once_when_done() {
+        let group = Group::new(1);
+        assert!(!group.wait(Some(Duration::from_millis(1))));
+        assert!(!group.is_done());
+        group.finish(None);
+        assert!(group.wait(Some(Duration::ZERO)));
+        assert!(group.wait(None));
+    }
 }
