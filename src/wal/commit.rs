@@ -1404,6 +1404,19 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?}: a lost wake-up"))
     }
 
+    /// Returns once a writer has announced its sleep on `group`; fails the test if none does
+    /// within `BOUND`.
+    fn until_a_writer_sleeps_on(group: &Group) {
+        let deadline = Instant::now() + BOUND;
+        while group.status.load(Ordering::Acquire) != SLEEPING {
+            assert!(
+                Instant::now() < deadline,
+                "no writer announced its sleep within {BOUND:?}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn sleeping_writers_and_the_designated_leader_see_the_outcome() {
         for round in 0..200 {
@@ -1422,9 +1435,7 @@ mod tests {
             // Finish at once on even rounds (racing the waiters into their sleep), after one
             // waiter is known to sleep on odd ones.
             if round % 2 == 1 {
-                while group.status.load(Ordering::Acquire) != SLEEPING {
-                    std::thread::yield_now();
-                }
+                until_a_writer_sleeps_on(&group);
             }
             group.finish(None);
             for w in &waiters {
@@ -1454,9 +1465,7 @@ mod tests {
                 },
             )
         });
-        while group.status.load(Ordering::Acquire) != SLEEPING {
-            std::thread::yield_now();
-        }
+        until_a_writer_sleeps_on(&group);
         group.finish(Some(Failure::Unknown {
             kind: io::ErrorKind::Other,
             message: "injected".into(),
