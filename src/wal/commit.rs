@@ -144,6 +144,14 @@ impl Group {
             if status >= DONE {
                 return true;
             }
+            // Before announcing: a poll that gives up at once owes the leader no wake-up.
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+                None => None,
+            };
             // Announce the sleep, so that the finishing leader knows it owes a wake-up.
             if status == PENDING
                 && self
@@ -153,13 +161,6 @@ impl Group {
             {
                 continue;
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return false,
-                },
-                None => None,
-            };
             futex_wait(&self.status, SLEEPING, left);
         }
     }
@@ -216,7 +217,9 @@ impl Group {
         self.lead.store(CLAIMED, Ordering::Relaxed);
     }
 
-    /// Tells the designated leader to lead.
+    /// Tells the designated leader to lead. Called under the state lock, on the open group
+    /// that a writer has claimed: no `finish` can have set the word before (a group is
+    /// finished only after it is taken from `State::open`).
     fn hand_over(&self) {
         self.lead.store(GO, Ordering::Release);
         futex_wake_one(&self.lead);
@@ -1389,19 +1392,58 @@ mod tests {
     /// only reached when a wake-up is lost.
     const BOUND: Duration = Duration::from_secs(30);
 
-    /// Runs `f` on a thread and returns its result, or fails the test if it does not return
-    /// within `BOUND` (a lost wake-up).
-    fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx
+    /// A thread running a closure: its kernel thread id, and where its result arrives.
+    struct Spawned<T> {
+        tid: libc::pid_t,
+        result: mpsc::Receiver<T>,
     }
 
-    fn joined<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
-        rx.recv_timeout(BOUND)
+    /// Runs `f` on a new thread.
+    fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Spawned<T> {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (tx, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            #[allow(unsafe_code)]
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            let _ = tx.send(f());
+        });
+        let tid = tid_rx
+            .recv_timeout(BOUND)
+            .expect("a new thread reports its id");
+        Spawned { tid, result }
+    }
+
+    /// The thread's result, or a failed test if it does not return within `BOUND` (a lost
+    /// wake-up).
+    fn joined<T>(thread: &Spawned<T>, what: &str) -> T {
+        thread
+            .result
+            .recv_timeout(BOUND)
             .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?}: a lost wake-up"))
+    }
+
+    /// Returns once the thread is asleep in the kernel (state `S` in
+    /// `/proc/self/task/<tid>/stat`); the closures here only block in a futex wait. Fails
+    /// the test if it is not asleep within `BOUND`.
+    fn until_asleep<T>(thread: &Spawned<T>, what: &str) {
+        let path = format!("/proc/self/task/{}/stat", thread.tid);
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let stat = std::fs::read_to_string(&path).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state == Some('S') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} was not asleep within {BOUND:?} (state {state:?})"
+            );
+            std::thread::yield_now();
+        }
     }
 
     /// Returns once a writer has announced its sleep on `group`; fails the test if none does
@@ -1432,10 +1474,14 @@ mod tests {
                 let g = group.clone();
                 on_thread(move || g.wait_for_lead())
             };
-            // Finish at once on even rounds (racing the waiters into their sleep), after one
-            // waiter is known to sleep on odd ones.
+            // Finish at once on even rounds (racing the waiters into their sleep); on odd
+            // ones, once every waiter and the claimant are asleep.
             if round % 2 == 1 {
                 until_a_writer_sleeps_on(&group);
+                for w in &waiters {
+                    until_asleep(w, "a writer waiting for its group");
+                }
+                until_asleep(&claimant, "the designated leader");
             }
             group.finish(None);
             for w in &waiters {
@@ -1466,6 +1512,7 @@ mod tests {
             )
         });
         until_a_writer_sleeps_on(&group);
+        until_asleep(&waiter, "a writer waiting for its group");
         group.finish(Some(Failure::Unknown {
             kind: io::ErrorKind::Other,
             message: "injected".into(),
@@ -1482,6 +1529,7 @@ mod tests {
         group.claim();
         let g = group.clone();
         let claimant = on_thread(move || g.wait_for_lead());
+        until_asleep(&claimant, "the designated leader");
         group.hand_over();
         assert!(joined(&claimant, "the designated leader"));
         // The group it leads then finishes without anyone left to wake on the lead word.
@@ -1492,6 +1540,9 @@ mod tests {
     #[test]
     fn a_wait_with_a_timeout_gives_up_while_pending_and_returns_at_once_when_done() {
         let group = Group::new(1);
+        // A poll that gives up at once announces no sleep: the leader owes it no wake-up.
+        assert!(!group.wait(Some(Duration::ZERO)));
+        assert_eq!(group.status.load(Ordering::Acquire), PENDING);
         assert!(!group.wait(Some(Duration::from_millis(1))));
         assert!(!group.is_done());
         group.finish(None);
