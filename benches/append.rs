@@ -127,20 +127,19 @@ fn durable_batch(c: &mut Criterion) {
     // Steady state of a log whose owner checkpoints: the records older than the last
     // segment's worth are truncated every 64 batches, and the freed segment files are
     // recycled, so every write lands on already-written blocks, as the naive writer's does.
+    let keep = FILE_BYTES / groupwal::format::frame_len(1024, false) as u64;
+    let checkpointed = |wal: &Wal, batches: &mut u64| {
+        let last = batch(wal);
+        *batches += 1;
+        if *batches % 64 == 0 {
+            wal.truncate_before(last.saturating_sub(keep))
+                .expect("truncate");
+        }
+    };
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let wal = Wal::open(dir.path(), options().group_bytes_max(4 << 20)).expect("open");
-    let keep = FILE_BYTES / 1041;
     let mut batches = 0u64;
-    g.bench_function("groupwal", |b| {
-        b.iter(|| {
-            let last = batch(&wal);
-            batches += 1;
-            if batches % 64 == 0 {
-                wal.truncate_before(last.saturating_sub(keep))
-                    .expect("truncate");
-            }
-        })
-    });
+    g.bench_function("groupwal", |b| b.iter(|| checkpointed(&wal, &mut batches)));
     // A log that only grows: every segment is new space, zero-filled in the background.
     let dir_growing = tempfile::tempdir_in(".").expect("tempdir");
     let growing = Wal::open(dir_growing.path(), options().group_bytes_max(4 << 20)).expect("open");
@@ -154,15 +153,7 @@ fn durable_batch(c: &mut Criterion) {
     .expect("open");
     let mut serial_batches = 0u64;
     g.bench_function("groupwal_unpipelined", |b| {
-        b.iter(|| {
-            let last = batch(&serial);
-            serial_batches += 1;
-            if serial_batches % 64 == 0 {
-                serial
-                    .truncate_before(last.saturating_sub(keep))
-                    .expect("truncate");
-            }
-        })
+        b.iter(|| checkpointed(&serial, &mut serial_batches))
     });
     let naive = Naive::new(dir.path());
     let joined: Vec<u8> = payloads.concat();

@@ -37,7 +37,8 @@ const FLAGS_KNOWN: u8 = FLAG_CORRELATION_ID;
 
 const OFF_LEN: usize = 0;
 const OFF_CRC: usize = OFF_LEN + 4;
-const OFF_LSN: usize = OFF_CRC + 4;
+/// Offset of the LSN field in a frame header (`docs/FORMAT.md`).
+pub(crate) const OFF_LSN: usize = OFF_CRC + 4;
 const OFF_FLAGS: usize = OFF_LSN + 8;
 const _: () = assert!(OFF_FLAGS + 1 == FRAME_HEADER_BYTES);
 

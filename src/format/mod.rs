@@ -6,6 +6,7 @@
 mod frame;
 mod header;
 
+pub(crate) use frame::OFF_LSN;
 pub use frame::{
     decode_frame, encode_frame, frame_len, peek_frame_len, peek_lsn, DecodedFrame, FrameError,
     PartialFrame, CORRELATION_ID_BYTES, FLAG_CORRELATION_ID, FRAME_HEADER_BYTES,

@@ -222,13 +222,6 @@ impl DirCase {
             let originals_here: Vec<&Original> =
                 case.originals.iter().filter(|o| o.segment == s).collect();
             let original = originals_here.get(len % originals_here.len().max(1));
-            let copy = original.map(|o| case.clean[s][o.offset..o.offset + o.frame_len].to_vec());
-            // The same record under another salt: what a recycled segment file holds after
-            // its end marker (frames of the segment it was before).
-            let foreign = original.map(|o| {
-                let salt = case.headers[s].salt ^ 0x5a5a_0000_0000_0000;
-                encode_frame(o.lsn, salt, o.correlation_id, &o.payload)
-            });
             let Some(file) = case.files[s].as_mut() else {
                 continue;
             };
@@ -251,13 +244,20 @@ impl DirCase {
                 5 => case.files[s] = None,
                 // A stale copy of one of the segment's own frames somewhere else.
                 6 => {
-                    if let Some(frame) = copy {
-                        write_at(file, off, &frame);
+                    if let Some(o) = original {
+                        write_at(file, off, &case.clean[s][o.offset..o.offset + o.frame_len]);
                     }
                 }
+                // The same record under another salt: what a recycled segment file holds
+                // after its end marker (frames of the segment it was before).
                 _ if len >= 128 => {
-                    if let Some(frame) = foreign {
-                        write_at(file, off, &frame);
+                    if let Some(o) = original {
+                        let salt = case.headers[s].salt ^ 0x5a5a_0000_0000_0000;
+                        write_at(
+                            file,
+                            off,
+                            &encode_frame(o.lsn, salt, o.correlation_id, &o.payload),
+                        );
                     }
                 }
                 _ => file.resize(file.len() + len * 16, 0),

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_frame, peek_frame_len, peek_lsn, FrameError, SegmentHeader, FRAME_HEADER_BYTES,
+    decode_frame, peek_frame_len, peek_lsn, FrameError, SegmentHeader, FRAME_HEADER_BYTES, OFF_LSN,
     SEGMENT_HEADER_BYTES,
 };
 use crate::io::{OpenMode, Storage};
@@ -210,16 +210,15 @@ fn find_valid_frame_below(
     let mut q = from;
     loop {
         if top_byte_zero {
-            q = next_zero(bytes, q + LSN_OFFSET + 7).checked_sub(LSN_OFFSET + 7)?;
+            q = next_zero(bytes, q + OFF_LSN + 7).checked_sub(OFF_LSN + 7)?;
         }
-        let field = bytes.get(q + LSN_OFFSET..q + FRAME_HEADER_BYTES)?;
-        let lsn = u64::from_le_bytes(field[..8].try_into().expect("8 bytes"));
+        let lsn = bytes.get(q..).and_then(peek_lsn)?;
         if lsn == 0 {
             // A frame's LSN is never zero: jump to the first position whose LSN field
             // reaches the next non-zero byte. The zero tail of a preallocated segment is
             // thus skipped 16 bytes at a time instead of one position at a time.
-            let nonzero = next_nonzero(bytes, q + LSN_OFFSET);
-            q = (q + 1).max(nonzero.saturating_sub(LSN_OFFSET + 7));
+            let nonzero = next_nonzero(bytes, q + OFF_LSN);
+            q = (q + 1).max(nonzero.saturating_sub(OFF_LSN + 7));
             continue;
         }
         if lsn >= min_lsn && lsn < max_lsn {
@@ -252,9 +251,6 @@ fn next_zero(bytes: &[u8], from: usize) -> usize {
         .position(|&b| b == 0)
         .map_or(bytes.len(), |i| from + skipped + i)
 }
-
-/// Offset of the LSN field in a frame header (`docs/FORMAT.md`).
-const LSN_OFFSET: usize = 8;
 
 /// Index of the first non-zero byte of `bytes` at or after `from` (`bytes.len()` if none).
 fn next_nonzero(bytes: &[u8], from: usize) -> usize {
