@@ -575,15 +575,17 @@ impl Wal {
             buf.copy_from_slice(bytes);
             Ok(())
         } else {
-            let file = s.file.clone();
-            let path = s.path.clone();
+            // Hold the segment, not only its file: `truncate_before` recycles a file only
+            // when the log's list holds the sole reference, so a rotation and truncation
+            // during this read cannot give the file to another segment under it.
+            let s = Arc::clone(s);
             drop(segments);
-            let n = crate::io::read_full_at(&*file, buf, offset)
-                .map_err(|e| Error::io("read segment", &path, e))?;
+            let n = crate::io::read_full_at(&*s.file, buf, offset)
+                .map_err(|e| Error::io("read segment", &s.path, e))?;
             if n < buf.len() {
                 return Err(Error::io(
                     "read segment",
-                    path,
+                    &s.path,
                     io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "range past the end of the file",
@@ -721,7 +723,6 @@ impl Wal {
     }
 }
 
-/// The refusal errors a batch reports for every record it could not join.
 /// Where one record of `append_many` stands.
 enum Outcome {
     /// Valid, not joined (yet).
@@ -755,6 +756,7 @@ fn frame_len(record: &Record<'_>) -> usize {
     crate::format::frame_len(record.payload.len(), record.correlation_id.is_some())
 }
 
+/// The refusal errors a batch reports for every record it could not join.
 fn clone_refusal(e: &Error) -> Error {
     match e {
         Error::Poisoned { reason } => Error::Poisoned {

@@ -442,12 +442,10 @@ impl Recovery<'_> {
             self.append_line(LEDGER_FILE, &skip.to_line())?;
             self.skips.insert(skip);
         }
+        // The log folder's entry for `quarantine/` was made durable by `create_dir_all`.
         self.storage
             .sync_dir(&qdir)
             .map_err(|e| io("sync quarantine folder", &qdir, e))?;
-        self.storage
-            .sync_dir(self.dir)
-            .map_err(|e| io("sync directory", self.dir, e))?;
         self.report.quarantined.push(DamagedRange {
             quarantine_file: (!bytes.is_empty()).then_some(path),
             ..range
